@@ -1,0 +1,3 @@
+"""provenance: a supply-chain event-stream pipeline with a verifiable Merkle ledger."""
+
+__version__ = "0.1.0"

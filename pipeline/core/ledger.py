@@ -1,0 +1,150 @@
+"""One append-only log per partition: the offset gate, pending leaves, and sealing.
+
+The log holds only O(log n) state (its compact range and last block), so a
+worker's memory does not grow with the log. The last sealed block is the
+commit point: a restarted worker rebuilds a `PartitionLog` from it and resumes
+at `last_offset + 1`, so replays never record an event twice or fork a chain.
+"""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from datetime import timezone
+
+from pipeline.core.blocks import BlockHeader, seal_block
+from pipeline.core.canonical import canonical_bytes
+from pipeline.core.merkle import CompactRange, leaf_hash
+from pipeline.errors import LedgerError
+from pipeline.schema import ShipmentEvent, parse_event
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One accepted event at its place in the log."""
+
+    event_id: str
+    shipment_id: str
+    event_type: str
+    event_time: str
+    leaf_index: int
+    leaf_hash: bytes
+    offset: int
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBlock:
+    """What sealing returns: the header, the entries it covers, and the frontier after it."""
+
+    header: BlockHeader
+    entries: list[Entry]
+    frontier: list[bytes]
+
+
+def utc_text(event: ShipmentEvent) -> str:
+    """The event time as RFC 3339 in UTC, e.g. `2026-11-25T09:00:00Z`."""
+    return event.event_time.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def accept(raw: bytes) -> tuple[ShipmentEvent, bytes]:
+    """Validate raw record bytes and return the event with its leaf bytes (JCS).
+
+    Raises InvalidEvent with field-level reasons for anything not acceptable.
+    """
+    event, obj = parse_event(raw)
+    return event, canonical_bytes(obj)
+
+
+@dataclass
+class PartitionLog:
+    """The ledger state of one partition between two blocks."""
+
+    log_id: str
+    last_block: BlockHeader | None = None
+    tree: CompactRange = field(default_factory=CompactRange)
+    pending: list[Entry] = field(default_factory=list)
+    next_offset: int | None = None
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        block = self.last_block
+        size = 0 if block is None else block.tree_size
+        if self.tree.size != size:
+            raise LedgerError(f"{self.log_id}: frontier holds {self.tree.size} leaves, block says {size}")
+        if block is not None:
+            if block.log_id != self.log_id:
+                raise LedgerError(f"{self.log_id}: restored from a block of {block.log_id}")
+            if not hmac.compare_digest(self.tree.root().hex(), block.root):
+                raise LedgerError(
+                    f"{self.log_id}: frontier root {self.tree.root().hex()} != block {block.height} root {block.root}"
+                )
+            if self.next_offset is None:
+                self.next_offset = block.last_offset + 1
+
+    @property
+    def sealed_through(self) -> int:
+        """The highest Kafka offset inside a sealed block, or -1."""
+        return -1 if self.last_block is None else self.last_block.last_offset
+
+    def admit(self, offset: int) -> bool:
+        """The offset gate: True for a record not seen yet, False for a replay.
+
+        A jump ahead of the expected offset is recorded in `gaps` (an alert:
+        records there were never seen) and the record is admitted.
+        """
+        expected = self.next_offset
+        if expected is not None and offset < expected:
+            return False
+        if expected is not None and offset > expected:
+            self.gaps.append((expected, offset))
+        self.next_offset = offset + 1
+        return True
+
+    def append(self, offset: int, event: ShipmentEvent, payload: bytes) -> Entry:
+        """Add one accepted event as the next leaf (call `admit` first)."""
+        h = leaf_hash(payload)
+        entry = Entry(
+            event_id=event.event_id,
+            shipment_id=event.shipment_id,
+            event_type=event.event_type.value,
+            event_time=utc_text(event),
+            leaf_index=self.tree.size,
+            leaf_hash=h,
+            offset=offset,
+            payload=payload,
+        )
+        self.tree.append(h)
+        self.pending.append(entry)
+        return entry
+
+    def seal(self, created_at: str) -> SealedBlock | None:
+        """Cut the pending entries into the next block; None when nothing is pending.
+
+        The caller decides when (max_events, max_age); the block's content depends
+        only on the entries and `created_at`.
+        """
+        if not self.pending:
+            return None
+        entries, self.pending = self.pending, []
+        times = [e.event_time for e in entries]
+        header = seal_block(
+            self.log_id,
+            self.last_block,
+            tree_size=self.tree.size,
+            root=self.tree.root(),
+            first_offset=entries[0].offset,
+            last_offset=entries[-1].offset,
+            first_event_time=min(times),
+            last_event_time=max(times),
+            created_at=created_at,
+        )
+        self.last_block = header
+        return SealedBlock(header, entries, list(self.tree.hashes))
+
+    @classmethod
+    def restore(cls, header: BlockHeader | None, frontier: list[bytes], log_id: str) -> PartitionLog:
+        """Rebuild the state from the last sealed block and its frontier (checked against its root)."""
+        if header is None:
+            return cls(log_id)
+        return cls(log_id, header, CompactRange(header.tree_size, frontier))
