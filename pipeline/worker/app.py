@@ -1,0 +1,153 @@
+"""The faust app: agents are thin loops that hand batches to the ledger sequencer.
+
+`provenance worker` runs it. Delivery is at-least-once with idempotent writes
+downstream; faust's exactly-once mode is not used (see docs/design.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.core import wire
+from pipeline.settings import Settings
+from pipeline.worker.sequencer import LedgerSequencer
+
+log = logging.getLogger(__name__)
+
+
+class _FaustRecord:
+    """Adapts a faust event to the sequencer's Record protocol."""
+
+    __slots__ = ("event", "partition", "offset", "key", "value", "headers")
+
+    def __init__(self, event: Any) -> None:
+        message = event.message
+        # take_events acks every buffered event when the batch is handed back;
+        # one extra reference keeps the final ack for after the block is sealed.
+        message.incref()
+        self.event = event
+        self.partition = message.partition
+        self.offset = message.offset
+        self.key = message.key
+        self.value = message.value
+        self.headers = message.headers
+
+    def ack(self) -> None:
+        self.event.ack()
+
+
+class _FaustPublisher:
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+
+    async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None,
+                   headers: list[tuple[str, bytes]] | None = None) -> Any:
+        return await self.app.producer.send(topic, key, value, partition, None, headers)
+
+
+class _BlockReader:
+    """Reads the last message of a `ledger.blocks` partition: the log's commit point."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.consumer: AIOKafkaConsumer | None = None
+
+    async def __call__(self, partition: int) -> wire.BlockMessage | None:
+        if self.consumer is None:
+            self.consumer = AIOKafkaConsumer(
+                bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+                client_id="provenance-block-reader",
+            )
+            await self.consumer.start()
+        tp = TopicPartition(self.topic, partition)
+        self.consumer.assign([tp])
+        end = (await self.consumer.end_offsets([tp]))[tp]
+        if end == 0:
+            return None
+        self.consumer.seek(tp, end - 1)
+        while True:
+            batch = await self.consumer.getmany(tp, timeout_ms=5000)
+            for msg in batch.get(tp, []):
+                if msg.offset == end - 1:
+                    return wire.decode_block(msg.value)
+            position = await self.consumer.position(tp)
+            if position >= end:
+                return None
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+            self.consumer = None
+
+
+def build_app(settings: Settings) -> faust.App:
+    """The worker app with its agents, timers and rebalance hooks."""
+    topics = settings.topics
+    app = faust.App(
+        settings.worker.group_id,
+        broker=f"kafka://{settings.kafka}",
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=settings.worker.web_port != 0,
+        web_port=settings.worker.web_port or 6066,
+        topic_partitions=topics.partitions,
+        topic_allow_declare=False,
+        broker_session_timeout=10,
+        broker_heartbeat_interval=1,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        producer_linger=0.005,
+        stream_buffer_maxsize=max(4096, settings.worker.batch_size * 2),
+        broker_commit_interval=1.0,
+    )
+    source = app.topic(topics.name(topics.events), key_type=bytes, value_type=bytes)
+    reader = _BlockReader(settings.kafka, topics.name(topics.blocks))
+    sequencer = LedgerSequencer(
+        source_topic=topics.name(topics.events),
+        entries_topic=topics.name(topics.entries),
+        blocks_topic=topics.name(topics.blocks),
+        dead_letter_topic=topics.name(topics.dead_letter),
+        publisher=_FaustPublisher(app),
+        load_block=reader,
+        max_events=settings.ledger.max_events,
+        max_age=settings.ledger.max_age,
+        bundle_size=settings.ledger.bundle_size,
+    )
+    app.sequencer = sequencer  # type: ignore[attr-defined]
+
+    @app.agent(source)
+    async def ledger(stream: Any) -> None:
+        """Validate, dead-letter, append, seal: one batch at a time."""
+        async for events in stream.noack().take_events(settings.worker.batch_size, settings.worker.batch_within):
+            await sequencer.handle([_FaustRecord(e) for e in events])
+
+    @app.timer(interval=min(settings.ledger.max_age / 4, 0.5))
+    async def seal_due() -> None:
+        await sequencer.seal_due()
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        await sequencer.revoke(tp.partition for tp in revoked if tp.topic == source.get_topic_name())
+
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        sequencer.assign(tp.partition for tp in assigned if tp.topic == source.get_topic_name())
+
+    @app.on_before_shutdown.connect
+    async def on_shutdown(sender: Any, **kwargs: Any) -> None:
+        await reader.close()
+
+    return app
+
+
+def run_worker(settings: Settings, loglevel: str = "warning") -> None:
+    """Run the worker until SIGINT/SIGTERM."""
+    app = build_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()

@@ -1,0 +1,241 @@
+"""The ledger sequencer: turns a partition's records into sealed, published blocks.
+
+It owns the at-least-once discipline that keeps the ledger exact across
+crashes and rebalances (see docs/design.md):
+
+1. A record is acknowledged only after the block holding it is published and
+   the broker confirmed delivery (or, for a rejected record, after its
+   dead letter was delivered).
+2. Each partition's state is loaded from its commit point, the last message of
+   `ledger.blocks` partition p, before any of its records is handled; records
+   below that block's `last_offset` are replays and are skipped.
+3. On revocation the partition's state is dropped under its lock, so a revoked
+   worker never seals another block for it.
+
+Kafka is reached through two small protocols so tests can drive it without a broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+from pipeline.core import wire
+from pipeline.core.ledger import PartitionLog, accept
+from pipeline.errors import InvalidEvent, LedgerError
+
+log = logging.getLogger(__name__)
+
+
+class Record(Protocol):
+    """One consumed record: what the sequencer needs of a faust event."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: Any
+
+    def ack(self) -> None: ...
+
+
+class Publisher(Protocol):
+    """Sends one record and returns an awaitable that resolves on broker delivery."""
+
+    async def send(
+        self, topic: str, key: bytes | None, value: bytes, partition: int | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> Awaitable[Any]: ...
+
+
+BlockLoader = Callable[[int], Awaitable[wire.BlockMessage | None]]
+
+
+@dataclass
+class Counters:
+    accepted: int = 0
+    rejected: int = 0
+    replayed: int = 0
+    blocks: int = 0
+    gaps: int = 0
+
+
+@dataclass
+class _Partition:
+    log: PartitionLog
+    waiting: list[Record] = field(default_factory=list)
+    pending_since: float | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+def now_utc() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class LedgerSequencer:
+    """Validates records, appends accepted ones to their partition's log, seals and publishes blocks."""
+
+    def __init__(
+        self,
+        *,
+        source_topic: str,
+        entries_topic: str,
+        blocks_topic: str,
+        dead_letter_topic: str,
+        publisher: Publisher,
+        load_block: BlockLoader,
+        max_events: int,
+        max_age: float,
+        bundle_size: int,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source_topic = source_topic
+        self.entries_topic = entries_topic
+        self.blocks_topic = blocks_topic
+        self.dead_letter_topic = dead_letter_topic
+        self.publisher = publisher
+        self.load_block = load_block
+        self.max_events = max_events
+        self.max_age = max_age
+        self.bundle_size = bundle_size
+        self.clock = clock
+        self.partitions: dict[int, _Partition] = {}
+        self._loading: dict[int, asyncio.Task[_Partition]] = {}
+        self.revoked: set[int] = set()
+        self.counters = Counters()
+
+    def assign(self, partitions: Iterable[int]) -> None:
+        """Partitions this worker owns again after a rebalance."""
+        self.revoked -= set(partitions)
+
+    def log_id(self, partition: int) -> str:
+        return f"{self.source_topic}/{partition}"
+
+    async def partition(self, p: int) -> _Partition:
+        """The partition's state, loaded from its commit point on first use."""
+        state = self.partitions.get(p)
+        if state is not None:
+            return state
+        task = self._loading.get(p)
+        if task is None:
+            task = self._loading[p] = asyncio.ensure_future(self._load(p))
+        try:
+            return await asyncio.shield(task)
+        finally:
+            if task.done():
+                self._loading.pop(p, None)
+
+    async def _load(self, p: int) -> _Partition:
+        message = await self.load_block(p)
+        log_id = self.log_id(p)
+        if message is None:
+            plog = PartitionLog(log_id)
+        else:
+            plog = PartitionLog.restore(message.header, message.frontier, log_id)
+            log.info("%s resumes after block %d (tree_size %d, offset %d)", log_id,
+                     message.header.height, message.header.tree_size, message.header.last_offset)
+        state = _Partition(plog)
+        self.partitions[p] = state
+        return state
+
+    async def handle(self, records: Sequence[Record]) -> None:
+        """Handle one batch of records (any partitions, in offset order per partition)."""
+        by_partition: dict[int, list[Record]] = {}
+        for r in records:
+            by_partition.setdefault(r.partition, []).append(r)
+        for p, batch in by_partition.items():
+            if p in self.revoked:
+                continue  # buffered before revocation: left unacked, the new owner replays them
+            state = await self.partition(p)
+            async with state.lock:
+                if self.partitions.get(p) is not state:
+                    continue  # revoked while waiting: the new owner replays these
+                await self._handle_partition(p, state, batch)
+
+    async def _handle_partition(self, p: int, state: _Partition, batch: list[Record]) -> None:
+        plog = state.log
+        dead: list[tuple[Record, Awaitable[Any]]] = []
+        for r in batch:
+            if not plog.admit(r.offset):
+                self.counters.replayed += 1
+                if r.offset <= plog.sealed_through:
+                    r.ack()
+                continue
+            if plog.gaps:
+                gap = plog.gaps.pop()
+                self.counters.gaps += 1
+                log.error("%s: offset gap, expected %d got %d: records in between were never seen",
+                          plog.log_id, gap[0], gap[1])
+            try:
+                event, payload = accept(r.value)
+            except InvalidEvent as exc:
+                self.counters.rejected += 1
+                headers = wire.dead_letter_headers(exc, self.source_topic, p, r.offset)
+                dead.append((r, await self.publisher.send(self.dead_letter_topic, r.key, r.value, None, headers)))
+                continue
+            plog.append(r.offset, event, payload)
+            self.counters.accepted += 1
+            state.waiting.append(r)
+            if state.pending_since is None:
+                state.pending_since = self.clock()
+            if len(plog.pending) >= self.max_events:
+                await self._seal(p, state)
+        for r, delivery in dead:
+            await delivery
+            r.ack()
+
+    async def _seal(self, p: int, state: _Partition) -> None:
+        sealed = state.log.seal(now_utc())
+        if sealed is None:
+            return
+        log_id = state.log.log_id
+        deliveries = [
+            await self.publisher.send(self.entries_topic, log_id.encode(), value, p)
+            for value in wire.encode_entries(log_id, sealed.entries, self.bundle_size)
+        ]
+        # The block goes last: once it is delivered, it is the commit point.
+        deliveries.append(await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), p))
+        for d in deliveries:
+            await d
+        self.counters.blocks += 1
+        waiting, state.waiting, state.pending_since = state.waiting, [], None
+        for r in waiting:
+            r.ack()
+
+    async def seal_due(self) -> None:
+        """Seal every partition whose oldest pending event is older than max_age (timer)."""
+        now = self.clock()
+        for p, state in list(self.partitions.items()):
+            if state.pending_since is not None and now - state.pending_since >= self.max_age:
+                async with state.lock:
+                    if self.partitions.get(p) is state:
+                        await self._seal(p, state)
+
+    async def revoke(self, partitions: Iterable[int]) -> None:
+        """Drop the state of revoked partitions; their unsealed records are replayed by the next owner."""
+        partitions = set(partitions)
+        self.revoked |= partitions
+        for p in partitions:
+            state = self.partitions.get(p)
+            if state is None:
+                continue
+            async with state.lock:
+                self.partitions.pop(p, None)
+                if state.log.pending:
+                    log.info("%s revoked with %d unsealed events: the next owner replays them",
+                             state.log.log_id, len(state.log.pending))
+
+    async def drain(self) -> None:
+        """Seal everything pending (clean shutdown)."""
+        for p, state in list(self.partitions.items()):
+            async with state.lock:
+                if self.partitions.get(p) is state:
+                    try:
+                        await self._seal(p, state)
+                    except LedgerError:
+                        log.exception("could not seal %s on shutdown", state.log.log_id)
