@@ -8,10 +8,8 @@ keeps topics in memory: fine for the demo and tests, while production points
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import os
-import signal
 import socket
 import subprocess
 import time
@@ -19,11 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from pipeline.errors import BrokerError
+from pipeline.procs import spawn, stop
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_PR_SET_PDEATHSIG = 1
 
 
 def broker_binary() -> str:
@@ -45,17 +42,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _die_with_parent() -> None:
-    """Runs in the child before exec: SIGTERM it when the parent dies, even by kill -9."""
-    try:
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:  # pragma: no cover - not Linux
-        pass
-    # Own process group: a Ctrl-C reaches the parent, which stops the broker last.
-    os.setpgrp()
-
-
 class EmbeddedBroker:
     """A Tansu broker on a loopback port, with the pipeline's topics created."""
 
@@ -71,18 +57,12 @@ class EmbeddedBroker:
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
-        try:
-            self.process = subprocess.Popen(
-                [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                 "--storage-engine", "memory://tansu/"],
-                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent, env=env,
-            )
-        finally:
-            if out is not subprocess.DEVNULL:
-                out.close()
+        self.process = spawn(
+            [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+             "--storage-engine", "memory://tansu/"],
+            env=env, log_file=self.log_file,
+        )
         try:
             wait_for_broker(self.bootstrap, timeout, self.process)
             create_topics(self.settings, self.bootstrap)
@@ -94,14 +74,7 @@ class EmbeddedBroker:
 
     def stop(self, timeout: float = 5.0) -> None:
         proc, self.process = self.process, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=timeout)
 
     def __enter__(self) -> EmbeddedBroker:
         return self.start()

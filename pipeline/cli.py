@@ -1,0 +1,259 @@
+"""`provenance`: the command line. Exit codes: 0 ok, 1 a check failed, 2 bad usage or input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from pipeline.errors import (
+    BrokerError, ConfigError, InvalidChallenge, InvalidEvent, InvalidProof, NotFound, PipelineError, QueryRejected,
+)
+from pipeline.settings import Settings
+
+
+class Failed(click.ClickException):
+    """A check failed: exit 1."""
+
+    exit_code = 1
+
+
+class BadInput(click.ClickException):
+    """Bad usage or input: exit 2."""
+
+    exit_code = 2
+
+
+def load_settings(**overrides: Any) -> Settings:
+    try:
+        return Settings().with_overrides(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        raise BadInput(f"bad configuration: {problems}") from None
+
+
+def fail_on(exc: PipelineError) -> click.ClickException:
+    if isinstance(exc, InvalidProof):
+        return Failed(str(exc))
+    if isinstance(exc, (InvalidEvent, InvalidChallenge, QueryRejected, NotFound, ConfigError)):
+        return BadInput(str(exc))
+    if isinstance(exc, BrokerError):
+        return click.ClickException(str(exc))
+    return click.ClickException(str(exc))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+@click.version_option(package_name="provenance")
+def main(verbose: int) -> None:
+    """Supply-chain provenance: shipment events in, a verifiable ledger and SQL out."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@click.option("--duration", type=click.FloatRange(min=1), help="Stop after S seconds (default: until Ctrl-C).")
+@click.option("--rate", type=click.FloatRange(min=1), default=500, show_default=True, help="Simulated events per second.")
+@click.option("--port", type=click.IntRange(0, 65535), help="HTTP port of the store (default from settings).")
+@click.option("--seed", type=int, default=7, show_default=True, help="Simulator seed.")
+def demo(duration: float | None, rate: float, port: int | None, seed: int) -> None:
+    """The whole system on this machine: broker, workers, store and a simulated fleet."""
+    from pipeline.demo import run_demo
+
+    settings = load_settings(store__port=port)
+    try:
+        sys.exit(run_demo(settings, duration=duration, rate=rate, seed=seed))
+    except PipelineError as exc:
+        raise fail_on(exc) from None
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(1, 65535), default=9092, show_default=True)
+def broker(port: int) -> None:
+    """Only the embedded Kafka-compatible broker (in memory), for development."""
+    import signal
+    import threading
+
+    from pipeline.broker import EmbeddedBroker
+
+    settings = load_settings()
+    b = EmbeddedBroker(settings, port)
+    try:
+        b.start()
+    except PipelineError as exc:
+        raise fail_on(exc) from None
+    click.echo(f"broker ready: PROVENANCE_KAFKA={b.bootstrap}  (topics created; Ctrl-C stops)")
+    stopped = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopped.set())
+    try:
+        while not stopped.wait(0.5):
+            if b.process is None or b.process.poll() is not None:
+                raise click.ClickException("the broker exited")
+    except KeyboardInterrupt:
+        pass
+    finally:
+        b.stop()
+
+
+@main.command()
+@click.option("--loglevel", default="warning", show_default=True,
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def worker(loglevel: str) -> None:
+    """The stream processors (faust), against PROVENANCE_KAFKA."""
+    from pipeline.worker.app import run_worker
+
+    run_worker(load_settings(), loglevel)
+
+
+@main.command()
+@click.option("--port", type=click.IntRange(0, 65535), help="HTTP port (default from settings).")
+@click.option("--host", help="Bind address (default 127.0.0.1).")
+def serve(port: int | None, host: str | None) -> None:
+    """The store: result topics into DuckDB, the HTTP API and dashboards."""
+    from pipeline.store.service import run_store
+
+    try:
+        run_store(load_settings(store__port=port, store__host=host))
+    except PipelineError as exc:
+        raise fail_on(exc) from None
+
+
+@main.command()
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path), help="JSONL file, one event a line.")
+@click.option("--simulate", is_flag=True, help="Use the built-in fleet simulator.")
+@click.option("--rate", type=click.FloatRange(min=0, min_open=True), help="Events per second (default: as fast as possible).")
+@click.option("--count", type=click.IntRange(min=1), help="Stop after N events.")
+@click.option("--seed", type=int, default=7, show_default=True, help="Simulator seed.")
+@click.option("--malformed", type=click.FloatRange(0, 1), help="Share of malformed simulated lines (default from settings).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def produce(file_: Path | None, simulate: bool, rate: float | None, count: int | None, seed: int,
+            malformed: float | None, quiet: bool) -> None:
+    """Send events to Kafka, from a JSONL file or the simulator."""
+    from pipeline import producer
+
+    if bool(file_) == simulate:
+        raise BadInput("give exactly one of --file F.jsonl or --simulate")
+    settings = load_settings(producer__malformed_share=malformed)
+    try:
+        if simulate:
+            records = producer.records_from_simulator(seed, settings.producer.malformed_share)
+        else:
+            assert file_ is not None
+            records = producer.records_from_file(file_)
+        report = producer.produce_records(settings, records, rate=rate, count=count, progress=not quiet)
+    except PipelineError as exc:
+        raise fail_on(exc) from None
+    click.echo(f"sent {report.sent} events in {report.elapsed:.1f}s ({report.rate:,.0f}/s), {report.failed} failed",
+               err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+def _store_url(settings: Settings) -> str | None:
+    """The URL of a running store, from its run file, if it answers."""
+    import os
+
+    try:
+        info = json.loads(settings.run_file.read_text())
+        os.kill(int(info["pid"]), 0)
+        return str(info["url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _http_json(method: str, url: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
+    import urllib.error
+    import urllib.request
+
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read())
+        except ValueError:
+            return exc.code, {"error": exc.reason}
+
+
+@main.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
+@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Query this DuckDB file directly.")
+def sql(query: str, fmt: str, db: Path | None) -> None:
+    """Run a read-only query: through the running store, or on the DuckDB file when none runs."""
+    settings = load_settings()
+    url = None if db else _store_url(settings)
+    if url:
+        try:
+            status, body = _http_json("POST", f"{url}/sql", {"query": query})
+        except OSError:
+            url = None
+        else:
+            if status != 200:
+                raise BadInput(body.get("error", f"HTTP {status}"))
+            columns, rows, truncated = body["columns"], body["rows"], body.get("truncated", False)
+    if not url:
+        from pipeline.store.db import Database
+
+        try:
+            database = Database(db or settings.db_path, read_only=True)
+        except PipelineError as exc:
+            raise fail_on(exc) from None
+        try:
+            result = database.query(query, settings.store.row_cap, settings.store.query_timeout)
+        except PipelineError as exc:
+            raise fail_on(exc) from None
+        finally:
+            database.close()
+        columns, rows, truncated = result.columns, result.rows, result.truncated
+    _print_rows(columns, rows, fmt)
+    if truncated:
+        click.echo(f"(truncated at {len(rows)} rows)", err=True)
+
+
+def _print_rows(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(columns, r)) for r in rows], ensure_ascii=False, indent=None))
+        return
+    if fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(columns)
+        w.writerows(rows)
+        return
+    cells = [[("" if v is None else json.dumps(v) if isinstance(v, (dict, list)) else str(v)) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    line = "  ".join(c.ljust(w) for c, w in zip(columns, widths))
+    click.echo(line)
+    click.echo("  ".join("-" * w for w in widths))
+    for r in cells:
+        click.echo("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", err=True)
+
+
+@main.command()
+@click.option("--write", is_flag=True, help="Write schemas/shipment-event.v1.json.")
+@click.option("--path", type=click.Path(dir_okay=False, path_type=Path),
+              default=Path("schemas/shipment-event.v1.json"), show_default=True)
+def schema(write: bool, path: Path) -> None:
+    """Print (or --write) the ShipmentEvent v1 JSON Schema generated from the pydantic model."""
+    from pipeline.schema import json_schema_text
+
+    text = json_schema_text()
+    if write:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        click.echo(f"wrote {path}", err=True)
+    else:
+        click.echo(text, nl=False)
+
+
+if __name__ == "__main__":
+    main()

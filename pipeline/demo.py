@@ -1,0 +1,163 @@
+"""`provenance demo`: broker, worker, store and simulated fleet as real processes on one machine.
+
+The demo is an orchestrator only: every part it starts is the same command a
+user would run by hand (`provenance worker`, `serve`, `produce`), so what the
+demo shows is what production runs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.broker import EmbeddedBroker
+from pipeline.errors import PipelineError
+from pipeline.procs import spawn, stop
+from pipeline.settings import Settings
+
+
+@dataclass
+class Status:
+    produced: int = 0
+    accepted: int = 0
+    dead_lettered: int = 0
+    blocks: int = 0
+    checkpoints: int = 0
+
+    def line(self, elapsed: float) -> str:
+        return (f"[{elapsed:5.0f}s] produced {self.produced:,}  accepted {self.accepted:,}  "
+                f"dead-lettered {self.dead_lettered:,}  blocks {self.blocks:,}  checkpoints {self.checkpoints:,}")
+
+
+def _child_env(settings: Settings, bootstrap: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update({
+        "PROVENANCE_KAFKA": bootstrap,
+        "PROVENANCE_DATA_DIR": str(settings.data_dir.resolve()),
+        "PROVENANCE_STORE__PORT": str(settings.store.port),
+        "PROVENANCE_STORE__HOST": settings.store.host,
+        "PROVENANCE_STORE__DB_FILE": str(settings.db_path.resolve()),
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def _get(url: str, timeout: float = 5) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def _produced(bootstrap: str, topic: str) -> int:
+    """Records on the events topic: the sum of its partitions' end offsets."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="provenance-demo", group_id=None)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+        return int(sum(ends.values()))
+    finally:
+        consumer.close()
+
+
+def _status(url: str, bootstrap: str, topic: str) -> Status:
+    health = _get(f"{url}/health")
+    t = health["tables"]
+    return Status(_produced(bootstrap, topic), t["events"] + t.get("duplicate_leaves", 0), t["dead_letters"],
+                  t["blocks"], t.get("checkpoints", 0))
+
+
+def run_demo(settings: Settings, duration: float | None, rate: float, seed: int) -> int:
+    """Run until Ctrl-C or `duration`; return the exit code."""
+    data = settings.data_dir
+    data.mkdir(parents=True, exist_ok=True)
+    logs = data / "logs"
+    logs.mkdir(exist_ok=True)
+    cli = [sys.executable, "-m", "pipeline.cli"]
+    broker = EmbeddedBroker(settings, log_file=logs / "broker.log")
+    children: dict[str, Any] = {}
+    interrupted = False
+    started = time.monotonic()
+    print("starting the embedded broker ...", flush=True)
+    broker.start()
+    try:
+        env = _child_env(settings, broker.bootstrap)
+        print(f"broker at {broker.bootstrap}; starting worker and store (logs in {logs}) ...", flush=True)
+        children["worker"] = spawn([*cli, "worker"], env, logs / "worker.log")
+        children["store"] = spawn([*cli, "serve"], env, logs / "store.log")
+        url = _wait_for_store(settings, children["store"], logs / "store.log")
+        producer_env = dict(env, PROVENANCE_PRODUCER__MALFORMED_SHARE=str(max(settings.producer.malformed_share, 0.01)))
+        children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet"],
+                                     producer_env, logs / "producer.log")
+        print(f"\n  dashboard:  {url}/\n  SQL:        provenance sql \"select event_type, count(*) from events group by 1\"\n"
+              f"  Ctrl-C stops everything.\n", flush=True)
+        topic = settings.topics.name(settings.topics.events)
+        deadline = None if duration is None else time.monotonic() + duration
+        status = Status()
+        try:
+            while deadline is None or time.monotonic() < deadline:
+                time.sleep(1)
+                for name, proc in children.items():
+                    if proc.poll() is not None and name != "producer":
+                        raise PipelineError(f"the {name} exited with code {proc.returncode}; see {logs / (name + '.log')}")
+                try:
+                    status = _status(url, broker.bootstrap, topic)
+                except (OSError, ValueError, KeyError):
+                    continue
+                print("\r" + status.line(time.monotonic() - started), end="", flush=True)
+        except KeyboardInterrupt:
+            interrupted = True
+        print("\nstopping: producer first, then letting the pipeline drain ...", flush=True)
+        stop(children.pop("producer"), signal.SIGINT)
+        status = _drain(url, broker.bootstrap, topic, status)
+        print(status.line(time.monotonic() - started), flush=True)
+    finally:
+        for name in ("producer", "worker", "store"):
+            proc = children.pop(name, None)
+            if proc is not None:
+                stop(proc, signal.SIGTERM, timeout=15)
+        broker.stop()
+    print(f"\nsummary: {status.produced:,} produced, {status.accepted:,} accepted into the ledger, "
+          f"{status.dead_lettered:,} dead-lettered, {status.blocks:,} blocks sealed.")
+    print(f"DuckDB file kept at {settings.db_path}: try  provenance sql \"select event_type, count(*) from events group by 1\"")
+    return 130 if interrupted else 0
+
+
+def _wait_for_store(settings: Settings, proc: Any, log_file: Path, timeout: float = 60) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise PipelineError(f"the store exited with code {proc.returncode}; see {log_file}")
+        try:
+            info = json.loads(settings.run_file.read_text())
+            if info.get("pid") == proc.pid:
+                _get(f"{info['url']}/health")
+                return str(info["url"])
+        except (OSError, ValueError, KeyError, urllib.error.URLError):
+            pass
+        time.sleep(0.2)
+    raise PipelineError(f"the store did not answer within {timeout:.0f}s; see {log_file}")
+
+
+def _drain(url: str, bootstrap: str, topic: str, last: Status, timeout: float = 30) -> Status:
+    """Wait until everything produced is in DuckDB (accepted or dead-lettered), or the timeout."""
+    deadline = time.monotonic() + timeout
+    status = last
+    while time.monotonic() < deadline:
+        try:
+            status = _status(url, bootstrap, topic)
+        except (OSError, ValueError, KeyError):
+            time.sleep(0.5)
+            continue
+        if status.accepted + status.dead_lettered >= status.produced:
+            return status
+        time.sleep(0.5)
+    return status

@@ -1,0 +1,354 @@
+"""The one module that opens DuckDB: schema, idempotent ingest, lookups and sandboxed SQL.
+
+DuckDB lets one process hold a file for writing and no other process open it,
+so the store owns the file; readers come through its HTTP API (per-request
+cursors), or open the file read-only when no store runs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time as dtime, timedelta, timezone
+from decimal import Decimal
+from importlib import resources
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import duckdb
+import pyarrow as pa
+
+from pipeline.core.blocks import BlockHeader
+from pipeline.errors import NotFound, QueryRejected, StoreError
+
+_ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
+
+
+@dataclass
+class IngestBatch:
+    """Rows decoded from one poll of the result topics, written in one transaction."""
+
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    blocks: list[BlockHeader] = field(default_factory=list)
+    dead_letters: list[dict[str, Any]] = field(default_factory=list)
+    checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    tiles: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.entries) + len(self.blocks) + len(self.dead_letters) + len(self.checkpoints)
+
+
+@dataclass
+class IngestResult:
+    events: int = 0
+    duplicates: int = 0
+    blocks: int = 0
+    conflicts: int = 0
+    dead_letters: int = 0
+    checkpoints: int = 0
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    columns: list[str]
+    rows: list[list[Any]]
+    truncated: bool = False
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Database:
+    """The DuckDB file of one store; `read_only` for `provenance sql`/`audit` with no store running."""
+
+    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        if read_only and not self.path.exists():
+            raise NotFound(f"no DuckDB file at {self.path}: run `provenance serve` or `provenance demo` first")
+        if not read_only:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.con = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise StoreError(f"cannot open {self.path}: {exc}") from None
+        self._write_lock = threading.Lock()
+        if not read_only:
+            self.con.execute(resources.files("pipeline.store").joinpath("schema.sql").read_text())
+        # User SQL can read tables and nothing else: no files, no network, no settings.
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        return self.con.cursor()
+
+    # ---- ingest -------------------------------------------------------------------------
+
+    def offsets(self) -> dict[tuple[str, int], int]:
+        rows = self.cursor().execute("SELECT topic, partition, next_offset FROM consumer_offsets").fetchall()
+        return {(t, p): o for t, p, o in rows}
+
+    def next_leaf_indices(self) -> dict[str, int]:
+        """Per log, one past the highest leaf index recorded (events and duplicate leaves)."""
+        rows = self.cursor().execute(
+            "SELECT log_id, max(leaf_index) + 1 FROM ("
+            " SELECT log_id, leaf_index FROM events UNION ALL SELECT log_id, leaf_index FROM duplicate_leaves)"
+            " GROUP BY log_id"
+        ).fetchall()
+        return {log_id: int(n) for log_id, n in rows}
+
+    def ingest(self, batch: IngestBatch) -> IngestResult:
+        """Write one batch and the consumer offsets after it, in one transaction."""
+        result = IngestResult()
+        now = _now()
+        with self._write_lock:
+            cur = self.cursor()
+            cur.execute("BEGIN")
+            try:
+                if batch.entries:
+                    self._insert_entries(cur, batch.entries, now, result)
+                if batch.blocks:
+                    self._insert_blocks(cur, batch.blocks, now, result)
+                if batch.dead_letters:
+                    self._insert_dead_letters(cur, batch.dead_letters, now, result)
+                if batch.checkpoints:
+                    self._insert_checkpoints(cur, batch.checkpoints, result)
+                if batch.tiles:
+                    tiles = pa.table({
+                        "log_id": [k[0] for k in batch.tiles], "level": [k[1] for k in batch.tiles],
+                        "idx": [k[2] for k in batch.tiles], "hashes": list(batch.tiles.values()),
+                    })
+                    cur.register("staged_tiles", tiles)
+                    cur.execute("INSERT OR REPLACE INTO merkle_tiles SELECT * FROM staged_tiles")
+                if batch.offsets:
+                    cur.executemany(
+                        "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?)",
+                        [(t, p, o) for (t, p), o in batch.offsets.items()],
+                    )
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+        return result
+
+    def _insert_entries(self, cur: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]],
+                        now: datetime, result: IngestResult) -> None:
+        staged = pa.table({
+            "event_id": [e["event_id"] for e in entries],
+            "shipment_id": [e["shipment_id"] for e in entries],
+            "event_type": [e["event_type"] for e in entries],
+            "event_time": [e["event_time"] for e in entries],
+            "log_id": [e["log_id"] for e in entries],
+            "leaf_index": pa.array([e["leaf_index"] for e in entries], pa.int64()),
+            "leaf_hash": [e["leaf_hash"] for e in entries],
+            "kafka_partition": pa.array([int(e["log_id"].rsplit("/", 1)[1]) for e in entries], pa.int32()),
+            "kafka_offset": pa.array([e["kafka_offset"] for e in entries], pa.int64()),
+            "payload": [e["payload"] for e in entries],
+        })
+        cur.register("staged_entries", staged)
+        inserted = cur.execute(
+            "INSERT INTO events SELECT event_id, shipment_id, event_type, event_time::TIMESTAMPTZ, log_id,"
+            " leaf_index, leaf_hash, kafka_partition, kafka_offset, payload::JSON, $1"
+            " FROM staged_entries ON CONFLICT DO NOTHING",
+            [now],
+        ).fetchone()
+        result.events = int(inserted[0]) if inserted else 0
+        if result.events < len(entries):
+            # Same event_id at another leaf: keep the leaf, so every leaf of the log stays in the store.
+            dup = cur.execute(
+                "INSERT INTO duplicate_leaves SELECT s.log_id, s.leaf_index, s.event_id, s.leaf_hash,"
+                " s.kafka_offset, s.payload::JSON, $1 FROM staged_entries s"
+                " ANTI JOIN events e ON e.log_id = s.log_id AND e.leaf_index = s.leaf_index"
+                " ON CONFLICT DO NOTHING",
+                [now],
+            ).fetchone()
+            result.duplicates = int(dup[0]) if dup else 0
+        cur.unregister("staged_entries")
+
+    def _insert_blocks(self, cur: duckdb.DuckDBPyConnection, blocks: list[BlockHeader],
+                       now: datetime, result: IngestResult) -> None:
+        keys = {(b.log_id, b.height) for b in blocks}
+        known: dict[tuple[str, int], str] = {}
+        for log_id in {k[0] for k in keys}:
+            heights = [h for lid, h in keys if lid == log_id]
+            for lid, h, bh in cur.execute(
+                "SELECT log_id, height, block_hash FROM blocks WHERE log_id = ? AND height BETWEEN ? AND ?",
+                [log_id, min(heights), max(heights)],
+            ).fetchall():
+                known[(lid, h)] = bh
+        fresh: list[tuple[Any, ...]] = []
+        for b in blocks:
+            bh = b.block_hash
+            seen = known.get((b.log_id, b.height))
+            if seen is None:
+                known[(b.log_id, b.height)] = bh
+                d = b.to_dict()
+                fresh.append(tuple(d.values()) + (bh,))
+            elif seen != bh:
+                result.conflicts += 1
+                cur.execute(
+                    "INSERT INTO block_conflicts VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [b.log_id, b.height, bh, json.dumps(b.to_dict()), now],
+                )
+        if fresh:
+            cur.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fresh)
+        result.blocks = len(fresh)
+
+    def _insert_dead_letters(self, cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]],
+                             now: datetime, result: IngestResult) -> None:
+        staged = pa.table({
+            "source_topic": [r["source_topic"] for r in rows],
+            "source_partition": pa.array([r["source_partition"] for r in rows], pa.int32()),
+            "source_offset": pa.array([r["source_offset"] for r in rows], pa.int64()),
+            "kafka_key": pa.array([r["key"] for r in rows], pa.binary()),
+            "value": pa.array([r["value"] for r in rows], pa.binary()),
+            "value_text": [r["value"].decode("utf-8", "replace") for r in rows],
+            "error": [r["error"] for r in rows],
+            "error_fields": [r["error_fields"] for r in rows],
+        })
+        cur.register("staged_dead", staged)
+        n = cur.execute(
+            "INSERT INTO dead_letters SELECT *, $1 FROM ("
+            " SELECT source_topic, source_partition, source_offset, kafka_key, value, value_text, error,"
+            " error_fields::JSON FROM staged_dead) ON CONFLICT DO NOTHING",
+            [now],
+        ).fetchone()
+        cur.unregister("staged_dead")
+        result.dead_letters = int(n[0]) if n else 0
+
+    def _insert_checkpoints(self, cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]],
+                            result: IngestResult) -> None:
+        for r in rows:
+            n = cur.execute(
+                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                [r["sequence"], r["origin"], r["key_id"], r["note"], json.dumps(r["logs"]), r["created_at"]],
+            ).fetchone()
+            result.checkpoints += int(n[0]) if n else 0
+
+    # ---- reads -------------------------------------------------------------------------
+
+    def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.cursor().execute(sql, list(params)).fetchall()
+
+    def fetch_dicts(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        cur = self.cursor().execute(sql, list(params))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def event(self, event_id: str) -> dict[str, Any]:
+        rows = self.fetch_dicts(
+            "SELECT event_id, shipment_id, event_type, event_time, log_id, leaf_index, leaf_hash,"
+            " kafka_partition, kafka_offset, payload, recorded_at FROM events WHERE event_id = ?",
+            [event_id],
+        )
+        if not rows:
+            raise NotFound(f"no event with event_id {event_id!r}")
+        return rows[0]
+
+    def covering_block(self, log_id: str, leaf_index: int) -> dict[str, Any] | None:
+        """The first block of the log whose tree covers the leaf, or None while unsealed."""
+        rows = self.fetch_dicts(
+            "SELECT * FROM blocks WHERE log_id = ? AND tree_size > ? ORDER BY height LIMIT 1",
+            [log_id, leaf_index],
+        )
+        return rows[0] if rows else None
+
+    def blocks(self, log_id: str | None = None, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+        where, params = [], []
+        if log_id is not None:
+            where.append("log_id = ?")
+            params.append(log_id)
+        if before is not None:
+            where.append("height < ?")
+            params.append(before)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        return self.fetch_dicts(
+            f"SELECT * FROM blocks {clause} ORDER BY created_at DESC, log_id, height DESC LIMIT ?",
+            [*params, limit],
+        )
+
+    def counts(self) -> dict[str, int]:
+        row = self.fetch(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM blocks),"
+            " (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM checkpoints),"
+            " (SELECT count(*) FROM duplicate_leaves), (SELECT count(*) FROM block_conflicts)"
+        )[0]
+        names = ("events", "blocks", "dead_letters", "checkpoints", "duplicate_leaves", "block_conflicts")
+        return dict(zip(names, (int(v) for v in row)))
+
+    # ---- user SQL ----------------------------------------------------------------------
+
+    def query(self, sql: str, row_cap: int, timeout: float) -> QueryResult:
+        """Run one read-only statement in a fresh cursor, interrupted after `timeout` seconds."""
+        check_read_only(self.con, sql)
+        cur = self.cursor()
+        timer = threading.Timer(timeout, cur.interrupt)
+        timer.start()
+        try:
+            cur.execute(sql)
+            columns = [d[0] for d in cur.description or []]
+            rows = cur.fetchmany(row_cap + 1)
+        except duckdb.InterruptException:
+            raise QueryRejected(f"query cancelled after {timeout:g}s (statement timeout)") from None
+        except duckdb.Error as exc:
+            raise QueryRejected(_first_line(exc)) from None
+        finally:
+            timer.cancel()
+            cur.close()
+        truncated = len(rows) > row_cap
+        return QueryResult(columns, [[json_value(v) for v in row] for row in rows[:row_cap]], truncated)
+
+
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Refuse anything but a single SELECT (or EXPLAIN) statement."""
+    if not isinstance(sql, str) or not sql.strip():
+        raise QueryRejected("empty query")
+    try:
+        statements = con.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryRejected(_first_line(exc)) from None
+    if len(statements) != 1:
+        raise QueryRejected(f"one statement per query, got {len(statements)}")
+    kind = statements[0].type.name
+    if kind not in _ALLOWED_STATEMENTS:
+        raise QueryRejected(f"read-only: {kind} statements are not allowed, only SELECT")
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def json_value(v: Any) -> Any:
+    """A DuckDB value as plain JSON."""
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, (date, dtime)):
+        return v.isoformat()
+    if isinstance(v, timedelta):
+        return v.total_seconds()
+    if isinstance(v, Decimal):
+        return float(v)
+    if isinstance(v, (bytes, bytearray, memoryview)):
+        return bytes(v).hex()
+    if isinstance(v, UUID):
+        return str(v)
+    if isinstance(v, dict):
+        return {str(k): json_value(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [json_value(x) for x in v]
+    return str(v)
+
+
+def rows_as_dicts(columns: Iterable[str], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
+    cols = list(columns)
+    return [dict(zip(cols, row)) for row in rows]

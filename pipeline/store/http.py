@@ -1,0 +1,155 @@
+"""The store's HTTP API (aiohttp): events in, SQL, ledger state and proofs out.
+
+Handlers are thin: parse the request, call the database or core, shape JSON.
+Blocking DuckDB calls run in threads with their own cursors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+
+from pipeline.core.ledger import accept
+from pipeline.errors import InvalidChallenge, InvalidEvent, NotFound, PipelineError, QueryRejected
+from pipeline.settings import Settings
+from pipeline.store.db import Database, json_value
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 16 * 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    return web.json_response(json_value(data), status=status, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+
+
+@web.middleware
+async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refused request gets a JSON body that says why."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type == "application/json" or exc.status < 400:
+            raise
+        return _json({"error": exc.reason}, exc.status)
+    except NotFound as exc:
+        return _json({"error": str(exc)}, 404)
+    except (QueryRejected, InvalidChallenge, InvalidEvent) as exc:
+        return _json({"error": str(exc)}, 400)
+    except PipelineError as exc:
+        log.exception("request failed")
+        return _json({"error": str(exc)}, 500)
+
+
+def split_events(body: bytes) -> list[bytes]:
+    """One JSON object, a JSON array of objects, or NDJSON lines: the raw bytes of each event."""
+    text = body.strip()
+    if not text:
+        raise InvalidChallenge("empty body: send one ShipmentEvent JSON object or NDJSON lines")
+    if text[:1] in (b"{", b"["):
+        try:
+            whole = json.loads(text)
+        except (ValueError, UnicodeDecodeError):
+            whole = None
+        if isinstance(whole, dict):
+            return [text]
+        if isinstance(whole, list):
+            return [json.dumps(item, ensure_ascii=False).encode() for item in whole]
+    return [line for line in text.split(b"\n") if line.strip()]
+
+
+class Api:
+    """Routes of `provenance serve`; the proof and checkpoint routes are added by the ledger service."""
+
+    def __init__(self, settings: Settings, db: Database, produce: Callable[[list[tuple[bytes | None, bytes]]], Awaitable[None]],
+                 status: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self.settings = settings
+        self.db = db
+        self.produce = produce
+        self.status = status
+        self.app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_as_json])
+        r = self.app.router
+        r.add_get("/", self.index)
+        r.add_get("/health", self.health)
+        r.add_post("/events", self.post_events)
+        r.add_get("/events/{event_id}", self.get_event)
+        r.add_get("/blocks", self.get_blocks)
+        r.add_post("/sql", self.post_sql)
+        r.add_get("/metrics", self.metrics)
+
+    async def index(self, request: web.Request) -> web.Response:
+        page = resources.files("pipeline.web").joinpath("index.html").read_text()
+        return web.Response(text=page, content_type="text/html")
+
+    async def health(self, request: web.Request) -> web.Response:
+        return _json(await self.status())
+
+    async def post_events(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        lines = split_events(body)
+        records: list[tuple[bytes | None, bytes]] = []
+        problems = []
+        for n, raw in enumerate(lines, 1):
+            try:
+                event, _ = accept(raw)
+            except InvalidEvent as exc:
+                problems.append({"line": n, "error": exc.reason, "fields": exc.errors})
+                continue
+            records.append((event.shipment_id.encode(), raw))
+        if problems:
+            return _json({"error": f"{len(problems)} of {len(lines)} events are invalid; nothing was sent",
+                          "invalid": problems}, 400)
+        await self.produce(records)
+        return _json({"accepted": len(records), "topic": self.settings.topics.name(self.settings.topics.events)}, 202)
+
+    async def get_event(self, request: web.Request) -> web.Response:
+        event_id = request.match_info["event_id"]
+        row = await asyncio.to_thread(self.db.event, event_id)
+        block = await asyncio.to_thread(self.db.covering_block, row["log_id"], row["leaf_index"])
+        row["payload"] = json.loads(row["payload"])
+        return _json({"event": row.pop("payload"), "ledger": {**row, "block": block, "sealed": block is not None}})
+
+    async def get_blocks(self, request: web.Request) -> web.Response:
+        q = request.query
+        try:
+            limit = min(int(q.get("limit", "100")), 10_000)
+            before = int(q["before"]) if "before" in q else None
+        except ValueError:
+            raise InvalidChallenge("limit and before must be integers") from None
+        rows = await asyncio.to_thread(self.db.blocks, q.get("log_id"), limit, before)
+        return _json({"blocks": rows})
+
+    async def post_sql(self, request: web.Request) -> web.Response:
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            raise InvalidChallenge('body must be JSON: {"query": "SELECT ..."}') from None
+        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
+            raise InvalidChallenge('body must be JSON: {"query": "SELECT ..."}')
+        cap = self.settings.store.row_cap
+        result = await asyncio.to_thread(self.db.query, body["query"], cap, self.settings.store.query_timeout)
+        return _json({"columns": result.columns, "rows": result.rows, "truncated": result.truncated})
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        status = await self.status()
+        lines = []
+        for name, value in status.get("tables", {}).items():
+            lines.append(f'provenance_rows{{table="{name}"}} {value}')
+        for topic, value in status.get("lag", {}).items():
+            lines.append(f'provenance_consumer_lag{{topic="{topic}"}} {value}')
+        for name, value in status.get("ingest", {}).items():
+            if isinstance(value, int):
+                lines.append(f"provenance_ingest_{name}_total {value}")
+        text = "\n".join(
+            ["# TYPE provenance_rows gauge", "# TYPE provenance_consumer_lag gauge", *lines]
+        ) + "\n"
+        return web.Response(text=text, content_type="text/plain", charset="utf-8",
+                            headers={"X-Content-Type-Options": "nosniff"})

@@ -1,0 +1,82 @@
+-- The store's tables. Every write is idempotent: replaying a topic changes nothing.
+CREATE TABLE IF NOT EXISTS events (
+    event_id        VARCHAR PRIMARY KEY,
+    shipment_id     VARCHAR NOT NULL,
+    event_type      VARCHAR NOT NULL,
+    event_time      TIMESTAMPTZ NOT NULL,
+    log_id          VARCHAR NOT NULL,
+    leaf_index      BIGINT NOT NULL,
+    leaf_hash       VARCHAR NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    BIGINT NOT NULL,
+    payload         JSON NOT NULL,
+    recorded_at     TIMESTAMPTZ NOT NULL
+);
+-- A leaf whose event_id was already recorded (a producer sent the same id twice):
+-- the log keeps every accepted record, so the leaf is kept here.
+CREATE TABLE IF NOT EXISTS duplicate_leaves (
+    log_id          VARCHAR NOT NULL,
+    leaf_index      BIGINT NOT NULL,
+    event_id        VARCHAR NOT NULL,
+    leaf_hash       VARCHAR NOT NULL,
+    kafka_offset    BIGINT NOT NULL,
+    payload         JSON NOT NULL,
+    recorded_at     TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (log_id, leaf_index)
+);
+CREATE TABLE IF NOT EXISTS blocks (
+    log_id           VARCHAR NOT NULL,
+    height           BIGINT NOT NULL,
+    prev_block_hash  VARCHAR NOT NULL,
+    tree_size        BIGINT NOT NULL,
+    root             VARCHAR NOT NULL,
+    first_offset     BIGINT NOT NULL,
+    last_offset      BIGINT NOT NULL,
+    first_event_time VARCHAR NOT NULL,
+    last_event_time  VARCHAR NOT NULL,
+    created_at       VARCHAR NOT NULL,
+    block_hash       VARCHAR NOT NULL,
+    PRIMARY KEY (log_id, height)
+);
+-- A second, different block at a height already recorded: evidence of a fork.
+CREATE TABLE IF NOT EXISTS block_conflicts (
+    log_id      VARCHAR NOT NULL,
+    height      BIGINT NOT NULL,
+    block_hash  VARCHAR NOT NULL,
+    header      JSON NOT NULL,
+    seen_at     TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (log_id, height, block_hash)
+);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    source_topic     VARCHAR NOT NULL,
+    source_partition INTEGER NOT NULL,
+    source_offset    BIGINT NOT NULL,
+    kafka_key        BLOB,
+    value            BLOB NOT NULL,
+    value_text       VARCHAR,
+    error            VARCHAR NOT NULL,
+    error_fields     JSON,
+    received_at      TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (source_topic, source_partition, source_offset)
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    sequence    BIGINT PRIMARY KEY,
+    origin      VARCHAR NOT NULL,
+    key_id      VARCHAR NOT NULL,
+    note        VARCHAR NOT NULL,
+    logs        JSON NOT NULL,
+    created_at  TIMESTAMPTZ NOT NULL
+);
+CREATE TABLE IF NOT EXISTS merkle_tiles (
+    log_id  VARCHAR NOT NULL,
+    level   INTEGER NOT NULL,
+    idx     BIGINT NOT NULL,
+    hashes  BLOB NOT NULL,
+    PRIMARY KEY (log_id, level, idx)
+);
+CREATE TABLE IF NOT EXISTS consumer_offsets (
+    topic       VARCHAR NOT NULL,
+    partition   INTEGER NOT NULL,
+    next_offset BIGINT NOT NULL,
+    PRIMARY KEY (topic, partition)
+);

@@ -1,0 +1,115 @@
+"""`provenance serve`: the store process — ingest, HTTP, and the run file that lets the CLI find it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from pipeline.errors import BrokerError
+from pipeline.settings import Settings
+from pipeline.store.db import Database
+from pipeline.store.http import Api
+from pipeline.store.ingest import Ingestor
+
+log = logging.getLogger(__name__)
+
+
+class Store:
+    """The running store: one Database, one Ingestor, one HTTP server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.db_path)
+        self.ingestor = Ingestor(settings, self.db)
+        self.producer: AIOKafkaProducer | None = None
+        self.api = Api(settings, self.db, self.produce, self.status)
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+        self.extensions: list[Any] = []  # services started with the store (ledger checkpoints, ...)
+
+    async def produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka, acks="all",
+                                             linger_ms=5, client_id="provenance-store-producer")
+            try:
+                await self.producer.start()
+            except KafkaError as exc:
+                self.producer = None
+                raise BrokerError(f"cannot reach Kafka at {self.settings.kafka}: {exc}") from None
+        topic = self.settings.topics.name(self.settings.topics.events)
+        futures = [await self.producer.send(topic, value=v, key=k) for k, v in records]
+        for f in futures:
+            await f
+
+    async def status(self) -> dict[str, Any]:
+        lag = await self.ingestor.lag()
+        tables = await asyncio.to_thread(self.db.counts)
+        return {"status": "ok", "lag": lag, "tables": tables, "ingest": asdict(self.ingestor.stats)}
+
+    async def start(self) -> None:
+        await self.ingestor.start()
+        for ext in self.extensions:
+            await ext.start()
+        self.runner = web.AppRunner(self.api.app, access_log=None)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.settings.store.host, self.settings.store.port)
+        await site.start()
+        server = site._server
+        port = server.sockets[0].getsockname()[1] if server and server.sockets else self.settings.store.port
+        self.url = f"http://{self.settings.store.host}:{port}"
+        self.settings.run_file.parent.mkdir(parents=True, exist_ok=True)
+        self.settings.run_file.write_text(json.dumps({"url": self.url, "pid": os.getpid(),
+                                                      "db": str(self.settings.db_path)}))
+
+    async def stop(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.settings.run_file.unlink()
+        for ext in self.extensions:
+            await ext.stop()
+        await self.ingestor.stop()
+        if self.producer is not None:
+            await self.producer.stop()
+        if self.runner is not None:
+            await self.runner.cleanup()
+        self.db.close()
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Serve until SIGINT or SIGTERM."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        if ready is not None:
+            ready.set()
+        log.info("store serving %s", self.url)
+        print(f"store: {self.url}  (DuckDB: {self.settings.db_path})", flush=True)
+        for ext in self.extensions:
+            banner = getattr(ext, "banner", None)
+            if banner:
+                print(banner(), flush=True)
+        ingest = asyncio.create_task(self.ingestor.run())
+        waiter = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({ingest, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        try:
+            if ingest in done:
+                ingest.result()  # re-raise an ingest failure
+        finally:
+            ingest.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ingest
+            await self.stop()
+
+
+def run_store(settings: Settings) -> None:
+    asyncio.run(Store(settings).run())
