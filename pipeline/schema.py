@@ -119,26 +119,33 @@ def parse_event(raw: bytes | str) -> tuple[ShipmentEvent, dict[str, Any]]:
     >>> ev.event_type.value, obj["event_id"]
     ('created', 'e1')
     """
-    if isinstance(raw, (bytes, bytearray, memoryview)):
-        try:
-            text = bytes(raw).decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise InvalidEvent(f"not UTF-8: {exc}") from None
-    else:
-        text = raw
     try:
-        obj = json.loads(text)
+        obj = json.loads(decode_text(raw))
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    return validate_object(obj), obj
+
+
+def decode_text(raw: bytes | str) -> str:
+    """Record bytes as text; anything but UTF-8 is refused with the position."""
+    if isinstance(raw, str):
+        return raw
+    try:
+        return bytes(raw).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(f"not UTF-8: {exc}") from None
+
+
+def validate_object(obj: Any) -> ShipmentEvent:
+    """Validate a parsed JSON value as a ShipmentEvent, with field-level reasons on failure."""
     if not isinstance(obj, dict):
         raise InvalidEvent(f"not a JSON object: got {type(obj).__name__}")
     try:
-        event = ShipmentEvent.model_validate(obj)
+        return ShipmentEvent.model_validate(obj)
     except ValidationError as exc:
         errors = field_errors(exc)
         summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
         raise InvalidEvent(f"invalid ShipmentEvent: {summary}", errors) from None
-    return event, obj
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, str]]:

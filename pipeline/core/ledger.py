@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from datetime import timezone
 
 from pipeline.core.blocks import BlockHeader, seal_block
-from pipeline.core.canonical import canonical_bytes
+from pipeline.core.canonical import canonical_bytes, parse_json
 from pipeline.core.merkle import CompactRange, leaf_hash
 from pipeline.errors import LedgerError
-from pipeline.schema import ShipmentEvent, parse_event
+from pipeline.schema import ShipmentEvent, decode_text, validate_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,8 +52,9 @@ def accept(raw: bytes) -> tuple[ShipmentEvent, bytes]:
 
     Raises InvalidEvent with field-level reasons for anything not acceptable.
     """
-    event, obj = parse_event(raw)
-    return event, canonical_bytes(obj)
+    parsed = parse_json(decode_text(raw))
+    event = validate_object(parsed.value)
+    return event, canonical_bytes(parsed.value, parsed.simple)
 
 
 @dataclass

@@ -105,6 +105,8 @@ def build_app(settings: Settings) -> faust.App:
         producer_linger=0.005,
         stream_buffer_maxsize=max(4096, settings.worker.batch_size * 2),
         broker_commit_interval=1.0,
+        # Unsealed records stay unacked on shutdown: they are replayed, not waited for.
+        stream_wait_empty=False,
     )
     source = app.topic(topics.name(topics.events), key_type=bytes, value_type=bytes)
     reader = _BlockReader(settings.kafka, topics.name(topics.blocks))

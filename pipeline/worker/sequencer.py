@@ -19,14 +19,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
 from pipeline.core import wire
-from pipeline.core.ledger import PartitionLog, accept
+from pipeline.core.ledger import PartitionLog, SealedBlock, accept
 from pipeline.errors import InvalidEvent, LedgerError
 
 log = logging.getLogger(__name__)
@@ -71,6 +74,7 @@ class _Partition:
     waiting: list[Record] = field(default_factory=list)
     pending_since: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    publishing: deque[asyncio.Task[None]] = field(default_factory=deque)
 
 
 def now_utc() -> str:
@@ -93,6 +97,8 @@ class LedgerSequencer:
         max_age: float,
         bundle_size: int,
         clock: Callable[[], float] = time.monotonic,
+        max_in_flight: int = 8,
+        on_fatal: Callable[[], None] | None = None,
     ) -> None:
         self.source_topic = source_topic
         self.entries_topic = entries_topic
@@ -104,6 +110,8 @@ class LedgerSequencer:
         self.max_age = max_age
         self.bundle_size = bundle_size
         self.clock = clock
+        self.max_in_flight = max_in_flight
+        self.on_fatal = on_fatal or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         self.partitions: dict[int, _Partition] = {}
         self._loading: dict[int, asyncio.Task[_Partition]] = {}
         self.revoked: set[int] = set()
@@ -190,22 +198,51 @@ class LedgerSequencer:
             r.ack()
 
     async def _seal(self, p: int, state: _Partition) -> None:
+        """Seal the pending entries and publish the block in the background, in chain order."""
         sealed = state.log.seal(now_utc())
         if sealed is None:
             return
-        log_id = state.log.log_id
-        deliveries = [
-            await self.publisher.send(self.entries_topic, log_id.encode(), value, p)
-            for value in wire.encode_entries(log_id, sealed.entries, self.bundle_size)
-        ]
-        # The block goes last: once it is delivered, it is the commit point.
-        deliveries.append(await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), p))
-        for d in deliveries:
-            await d
-        self.counters.blocks += 1
         waiting, state.waiting, state.pending_since = state.waiting, [], None
-        for r in waiting:
+        previous = state.publishing[-1] if state.publishing else None
+        state.publishing.append(asyncio.ensure_future(self._publish(p, sealed, waiting, previous)))
+        while state.publishing and state.publishing[0].done():
+            state.publishing.popleft().result()
+        if len(state.publishing) > self.max_in_flight:
+            await state.publishing.popleft()
+
+    async def _publish(self, p: int, sealed: SealedBlock, records: list[Record],
+                       previous: asyncio.Task[None] | None) -> None:
+        """Entries first, then (after the previous block) the block; then ack its records.
+
+        Once the block is delivered it is the commit point, so it must never
+        land before its entries or before the block it links to.
+        """
+        try:
+            log_id = sealed.header.log_id
+            entries = [
+                await self.publisher.send(self.entries_topic, log_id.encode(), value, p)
+                for value in wire.encode_entries(log_id, sealed.entries, self.bundle_size)
+            ]
+            if previous is not None:
+                await previous
+            for delivery in entries:
+                await delivery
+            await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), p))
+        except Exception:
+            # The in-memory log is now ahead of its commit point: only a restart
+            # from the last delivered block keeps the chain exact.
+            log.critical("publishing block %d of %s failed; stopping so a restart resumes from the "
+                         "last delivered block", sealed.header.height, sealed.header.log_id, exc_info=True)
+            self.on_fatal()
+            raise
+        self.counters.blocks += 1
+        for r in records:
             r.ack()
+
+    async def flush(self, state: _Partition) -> None:
+        """Wait until every block sealed for the partition is delivered."""
+        while state.publishing:
+            await state.publishing.popleft()
 
     async def seal_due(self) -> None:
         """Seal every partition whose oldest pending event is older than max_age (timer)."""
@@ -226,6 +263,8 @@ class LedgerSequencer:
                 continue
             async with state.lock:
                 self.partitions.pop(p, None)
+                # The next owner starts from the last block in ledger.blocks: ours must all be there.
+                await self.flush(state)
                 if state.log.pending:
                     log.info("%s revoked with %d unsealed events: the next owner replays them",
                              state.log.log_id, len(state.log.pending))
@@ -237,5 +276,6 @@ class LedgerSequencer:
                 if self.partitions.get(p) is state:
                     try:
                         await self._seal(p, state)
+                        await self.flush(state)
                     except LedgerError:
                         log.exception("could not seal %s on shutdown", state.log.log_id)
