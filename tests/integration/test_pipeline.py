@@ -1,0 +1,173 @@
+"""End to end on the real embedded broker: producer, worker and store as real processes."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import signal
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import http_json, settings_env, wait_for
+
+from pipeline.core.blocks import GENESIS_HASH, BlockHeader, block_hash
+from pipeline.core.merkle import root_of
+from pipeline.core.simulator import Fleet
+from pipeline.procs import spawn, stop
+from pipeline.producer import produce_records
+from pipeline.store.db import Database
+
+pytestmark = pytest.mark.integration
+
+VALID = 10_000
+MALFORMED = 50
+
+
+def simulated(valid: int, malformed: int, seed: int = 11) -> tuple[list[tuple[bytes | None, bytes]], set[str], int]:
+    """`valid` simulated events with `malformed` spoiled lines spread among them."""
+    fleet = Fleet(seed, datetime(2026, 3, 2, tzinfo=timezone.utc), malformed_share=0.02)
+    records: list[tuple[bytes | None, bytes]] = []
+    ids: set[str] = set()
+    bad = 0
+    for rec in fleet.records():
+        if rec.is_valid and len(ids) < valid:
+            records.append((rec.key, rec.value))
+            ids.add(json.loads(rec.value)["event_id"])
+        elif not rec.is_valid and bad < malformed:
+            records.append((rec.key, rec.value))
+            bad += 1
+        if len(ids) == valid and bad == malformed:
+            break
+    return records, ids, bad
+
+
+def end_offsets(settings: Any, topic: str) -> int:
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka, group_id=None)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        return int(sum(consumer.end_offsets([TopicPartition(topic, p) for p in parts]).values()))
+    finally:
+        consumer.close()
+
+
+@pytest.fixture
+def running(pipeline_settings: Any, tmp_path: Path) -> Any:
+    """Worker and store as real processes; yields (settings, url, processes)."""
+    env = settings_env(pipeline_settings)
+    cli = [sys.executable, "-m", "pipeline.cli"]
+    procs = {
+        "worker": spawn([*cli, "worker"], env, tmp_path / "worker.log"),
+        "store": spawn([*cli, "serve"], env, tmp_path / "store.log"),
+    }
+    url = f"http://127.0.0.1:{pipeline_settings.store.port}"
+    try:
+        wait_for(lambda: http_json("GET", f"{url}/health")[0] == 200, 60, "the store's /health")
+        yield pipeline_settings, url, procs
+    finally:
+        for p in procs.values():
+            stop(p, signal.SIGTERM, timeout=20)
+        for name in procs:
+            log = tmp_path / f"{name}.log"
+            if log.exists():
+                sys.stderr.write(f"--- {name}.log (tail) ---\n{log.read_text()[-3000:]}\n")
+
+
+def test_every_event_lands_once_and_every_block_verifies(running: Any) -> None:
+    settings, url, procs = running
+    records, ids, bad = simulated(VALID, MALFORMED)
+    assert bad == MALFORMED
+    report = produce_records(settings, records, rate=None, count=None, progress=False)
+    assert report.sent == VALID + MALFORMED and report.failed == 0
+
+    def landed() -> bool:
+        tables = http_json("GET", f"{url}/health")[1]["tables"]
+        return tables["events"] == VALID and tables["dead_letters"] == MALFORMED
+
+    wait_for(landed, 180, f"{VALID} events and {MALFORMED} dead letters in DuckDB")
+
+    # Every event sealed: the last block of each log covers all its leaves.
+    def all_sealed() -> bool:
+        status, body = http_json("POST", f"{url}/sql", {"query":
+            "SELECT (SELECT count(*) FROM events) = (SELECT coalesce(sum(m), 0) FROM"
+            " (SELECT max(tree_size) AS m FROM blocks GROUP BY log_id))"})
+        return status == 200 and body["rows"][0][0] is True
+
+    wait_for(all_sealed, 30, "every event to be inside a sealed block")
+
+    # provenance sql goes through the running store (the file is locked by it).
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "sql", "--format", "json",
+                          "select event_type, count(*) as n from events group by 1 order by 1"],
+                         env=settings_env(settings), capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert sum(r["n"] for r in json.loads(out.stdout)) == VALID
+
+    stop(procs["store"], signal.SIGTERM, timeout=20)
+    db = Database(settings.db_path, read_only=True)
+    try:
+        check_store(db, ids)
+    finally:
+        db.close()
+
+
+def check_store(db: Database, ids: set[str]) -> None:
+    rows = db.fetch("SELECT event_id, count(*) FROM events GROUP BY 1 HAVING count(*) > 1")
+    assert rows == []
+    assert {r[0] for r in db.fetch("SELECT event_id FROM events")} == ids
+    assert db.fetch("SELECT count(*) FROM duplicate_leaves")[0][0] == 0
+
+    dead = db.fetch_dicts("SELECT error, source_offset FROM dead_letters")
+    assert len(dead) == MALFORMED
+    assert all(d["error"] and d["error"] != "unknown error" for d in dead)
+
+    logs = [r[0] for r in db.fetch("SELECT DISTINCT log_id FROM events ORDER BY 1")]
+    assert logs, "no logs"
+    for log_id in logs:
+        leaves = db.fetch("SELECT leaf_index, leaf_hash, payload FROM events WHERE log_id = ? ORDER BY leaf_index",
+                          [log_id])
+        assert [r[0] for r in leaves] == list(range(len(leaves))), f"{log_id}: leaf indices not contiguous"
+        hashes = []
+        for _, leaf_hex, payload in leaves:
+            h = hashlib.sha256(b"\x00" + payload.encode()).digest()
+            assert h.hex() == leaf_hex
+            hashes.append(h)
+        previous: BlockHeader | None = None
+        blocks = db.fetch_dicts("SELECT * FROM blocks WHERE log_id = ? ORDER BY height", [log_id])
+        assert blocks, f"{log_id} has no blocks"
+        for b in blocks:
+            claimed = b.pop("block_hash")
+            header = BlockHeader(**b)
+            assert block_hash(header.to_dict()) == claimed
+            assert header.height == (0 if previous is None else previous.height + 1)
+            assert header.prev_block_hash == (GENESIS_HASH if previous is None else previous.block_hash)
+            assert root_of(hashes[: header.tree_size]).hex() == header.root, f"{log_id} block {header.height}"
+            previous = header
+        assert previous is not None and previous.tree_size == len(hashes)
+
+
+def test_bad_post_is_refused_with_field_errors_and_nothing_reaches_kafka(running: Any) -> None:
+    settings, url, _ = running
+    topic = settings.topics.name(settings.topics.events)
+    before = end_offsets(settings, topic)
+    good = {"event_id": "ok-1", "shipment_id": "S1", "event_type": "created", "event_time": "2026-01-01T00:00:00Z",
+            "origin": "A", "destination": "B", "carrier": "C", "mode": "road"}
+    bad = dict(good, event_id="bad-1", event_type="teleported", mode="warp")
+    body = (json.dumps(good) + "\n" + json.dumps(bad) + "\n").encode()
+    status, answer = http_json("POST", f"{url}/events", raw=body)
+    assert status == 400
+    fields = {f["field"] for f in answer["invalid"][0]["fields"]}
+    assert answer["invalid"][0]["line"] == 2 and {"event_type", "mode"} <= fields
+    for raw in (b"", b"\xff\xfe", b"not json", b"[1, 2]"):
+        assert http_json("POST", f"{url}/events", raw=raw)[0] == 400
+    assert end_offsets(settings, topic) == before
+
+    status, answer = http_json("POST", f"{url}/events", good)
+    assert status == 202 and answer["accepted"] == 1
+    wait_for(lambda: http_json("GET", f"{url}/events/ok-1")[0] == 200, 60, "the posted event in the store")
+    assert end_offsets(settings, topic) == before + 1
