@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Set-up and entry points on a fresh Debian machine with Python 3.11:
+#   ./run.sh demo [demo flags]   install, then run `provenance demo`
+#   ./run.sh test [pytest args]  install with test extras, then run every test tier
+set -euo pipefail
+cd "$(dirname "$0")"
+
+ensure_venv() {
+    if [ ! -x .venv/bin/python ]; then
+        if ! python3 -m venv .venv 2>/dev/null; then
+            echo "python3 -m venv failed: installing python3-venv" >&2
+            rm -rf .venv
+            SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+            $SUDO apt-get update -qq && $SUDO apt-get install -y -qq python3-venv
+            python3 -m venv .venv
+        fi
+        .venv/bin/python -m pip install -q --upgrade pip
+    fi
+}
+
+cmd="${1:-}"; shift || true
+case "$cmd" in
+    demo)
+        ensure_venv
+        .venv/bin/python -m pip install -q -e .
+        exec .venv/bin/provenance demo "$@"
+        ;;
+    test)
+        ensure_venv
+        .venv/bin/python -m pip install -q -e '.[test]'
+        set +e
+        .venv/bin/python -m pytest "$@"
+        rc=$?
+        set -e
+        if [ "$rc" -eq 5 ]; then echo "no tests were collected" >&2; exit 1; fi
+        exit "$rc"
+        ;;
+    *)
+        echo "usage: ./run.sh demo [flags] | ./run.sh test [pytest args]" >&2
+        exit 2
+        ;;
+esac
