@@ -102,6 +102,21 @@ def broker(port: int) -> None:
 
 
 @main.command()
+@click.option("--timeout", type=click.FloatRange(min=1), default=60, show_default=True)
+def topics(timeout: float) -> None:
+    """Create the pipeline's topics on PROVENANCE_KAFKA (for a real Kafka cluster)."""
+    from pipeline.broker import create_topics, wait_for_broker
+
+    settings = load_settings()
+    try:
+        wait_for_broker(settings.kafka, timeout)
+        created = create_topics(settings)
+    except PipelineError as exc:
+        raise fail_on(exc) from None
+    click.echo(f"created {len(created)} topic(s): {', '.join(created) or 'none needed'}")
+
+
+@main.command()
 @click.option("--loglevel", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 def worker(loglevel: str) -> None:
