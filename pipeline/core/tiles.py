@@ -131,14 +131,19 @@ class TileBuilder:
 
         A tile filled and left behind during the batch is returned full; the
         right-edge tiles are returned as they stand at the end of the batch.
+        A hash of the wrong length is refused before anything changes: one would
+        shift every later hash of its tile.
         """
+        batch = list(leaf_hashes)
+        if any(len(h) != HASH_SIZE for h in batch):
+            raise LedgerError(f"leaf hashes must be {HASH_SIZE} bytes; the batch has other lengths")
         height, edges = self._height, self._edges
         width = 1 << height
         changed: dict[TileId, bytes] = {}
         dirty: set[int] = set()
         bottom = edges[0]
         size = self._size
-        for h in leaf_hashes:
+        for h in batch:
             bottom.append(h)
             size += 1
             if len(bottom) == width:
