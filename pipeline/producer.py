@@ -81,8 +81,9 @@ class TokenBucket:
             now = self.clock()
             self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
             self._last = now
-            if self._tokens >= least:
-                granted = min(wanted, int(self._tokens))
+            # The epsilon keeps float rounding from asking for a sleep too short to advance the clock.
+            if self._tokens + 1e-9 >= least:
+                granted = min(wanted, int(self._tokens + 1e-9))
                 self._tokens -= granted
                 return granted
             self.sleep((least - self._tokens) / self.rate)

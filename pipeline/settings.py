@@ -28,6 +28,7 @@ class TopicSettings(_Group):
     entries: str = "ledger.entries"
     blocks: str = "ledger.blocks"
     checkpoints: str = "ledger.checkpoints"
+    cosignatures: str = "ledger.cosignatures"
     forecasts: str = "analytics.forecasts"
     anomalies: str = "analytics.anomalies"
 
@@ -39,7 +40,7 @@ class TopicSettings(_Group):
             self.name(t)
             for t in (
                 self.events, self.epcis, self.dead_letter, self.entries, self.blocks,
-                self.checkpoints, self.forecasts, self.anomalies,
+                self.checkpoints, self.cosignatures, self.forecasts, self.anomalies,
             )
         ]
 

@@ -73,6 +73,7 @@ def pipeline_settings(broker: Any, tmp_path: Path) -> Any:
         topics={"prefix": prefix},
         worker={"group_id": f"provenance-test-{os.getpid()}-{n}"},
         store={"port": free_port()},
+        ledger={"checkpoint_interval": 1.0},
     )
     create_topics(settings)
     return settings
@@ -89,6 +90,7 @@ def settings_env(settings: Any) -> dict[str, str]:
         "PROVENANCE_STORE__PORT": str(settings.store.port),
         "PROVENANCE_LEDGER__MAX_EVENTS": str(settings.ledger.max_events),
         "PROVENANCE_LEDGER__MAX_AGE": str(settings.ledger.max_age),
+        "PROVENANCE_LEDGER__CHECKPOINT_INTERVAL": str(settings.ledger.checkpoint_interval),
         "PYTHONUNBUFFERED": "1",
     })
     return env

@@ -291,8 +291,11 @@ def malform(event: dict[str, Any], kind: str, rng: random.Random) -> bytes:
     return _dumps(bad).encode()
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+
+
 def _dumps(obj: dict[str, Any]) -> str:
-    return json.dumps(obj, separators=(",", ":"))
+    return _ENCODER.encode(obj)
 
 
 class Fleet:

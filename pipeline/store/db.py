@@ -35,11 +35,13 @@ class IngestBatch:
     blocks: list[BlockHeader] = field(default_factory=list)
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
+    cosignatures: list[dict[str, Any]] = field(default_factory=list)
     tiles: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.entries) + len(self.blocks) + len(self.dead_letters) + len(self.checkpoints)
+        return (len(self.entries) + len(self.blocks) + len(self.dead_letters) + len(self.checkpoints)
+                + len(self.cosignatures))
 
 
 @dataclass
@@ -121,6 +123,11 @@ class Database:
                     self._insert_dead_letters(cur, batch.dead_letters, now, result)
                 if batch.checkpoints:
                     self._insert_checkpoints(cur, batch.checkpoints, result)
+                if batch.cosignatures:
+                    cur.executemany(
+                        "INSERT INTO cosignatures VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                        [(c["sequence"], c["witness"], c["key_id"], c["line"], now) for c in batch.cosignatures],
+                    )
                 if batch.tiles:
                     tiles = pa.table({
                         "log_id": [k[0] for k in batch.tiles], "level": [k[1] for k in batch.tiles],
@@ -231,7 +238,14 @@ class Database:
                 "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                 [r["sequence"], r["origin"], r["key_id"], r["note"], json.dumps(r["logs"]), r["created_at"]],
             ).fetchone()
-            result.checkpoints += int(n[0]) if n else 0
+            added = int(n[0]) if n else 0
+            result.checkpoints += added
+            if added:
+                cur.executemany(
+                    "INSERT INTO checkpoint_logs VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    [(r["sequence"], log_id, e["height"], e["tree_size"], e["block_hash"])
+                     for log_id, e in r["logs"].items()],
+                )
 
     # ---- reads -------------------------------------------------------------------------
 
@@ -274,6 +288,52 @@ class Database:
             f"SELECT * FROM blocks {clause} ORDER BY created_at DESC, log_id, height DESC LIMIT ?",
             [*params, limit],
         )
+
+    def block(self, log_id: str, height: int) -> dict[str, Any]:
+        rows = self.fetch_dicts("SELECT * FROM blocks WHERE log_id = ? AND height = ?", [log_id, height])
+        if not rows:
+            raise NotFound(f"no block {height} in log {log_id!r}")
+        return rows[0]
+
+    def latest_blocks(self) -> list[dict[str, Any]]:
+        """The highest block of every log."""
+        return self.fetch_dicts(
+            "SELECT * FROM blocks QUALIFY row_number() OVER (PARTITION BY log_id ORDER BY height DESC) = 1"
+            " ORDER BY log_id"
+        )
+
+    def tile(self, log_id: str, level: int, index: int) -> bytes:
+        rows = self.fetch("SELECT hashes FROM merkle_tiles WHERE log_id = ? AND level = ? AND idx = ?",
+                          [log_id, level, index])
+        if not rows:
+            raise NotFound(f"tile ({level}, {index}) of {log_id} is not stored")
+        return bytes(rows[0][0])
+
+    def tiles(self, log_id: str, ids: Iterable[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
+        out = {}
+        for level, index in ids:
+            rows = self.fetch("SELECT hashes FROM merkle_tiles WHERE log_id = ? AND level = ? AND idx = ?",
+                              [log_id, level, index])
+            if rows:
+                out[(level, index)] = bytes(rows[0][0])
+        return out
+
+    def latest_checkpoint(self) -> dict[str, Any] | None:
+        rows = self.fetch_dicts("SELECT * FROM checkpoints ORDER BY sequence DESC LIMIT 1")
+        return rows[0] if rows else None
+
+    def checkpoint_covering(self, log_id: str, height: int) -> dict[str, Any] | None:
+        """The earliest checkpoint that names block `height` of the log or a later one."""
+        rows = self.fetch_dicts(
+            "SELECT c.* FROM checkpoints c JOIN (SELECT min(sequence) AS sequence FROM checkpoint_logs"
+            " WHERE log_id = ? AND height >= ?) m USING (sequence)",
+            [log_id, height],
+        )
+        return rows[0] if rows else None
+
+    def cosignature_lines(self, sequence: int) -> list[str]:
+        return [r[0] for r in self.fetch("SELECT line FROM cosignatures WHERE sequence = ? ORDER BY witness",
+                                         [sequence])]
 
     def counts(self) -> dict[str, int]:
         row = self.fetch(

@@ -84,6 +84,11 @@ class Api:
         r.add_get("/blocks", self.get_blocks)
         r.add_post("/sql", self.post_sql)
         r.add_get("/metrics", self.metrics)
+        r.add_get("/proofs/consistency", self.get_consistency)
+        r.add_get("/proofs/{event_id}", self.get_proof)
+        r.add_get("/checkpoints/latest", self.get_checkpoint)
+        r.add_get("/checkpoints/key", self.get_key)
+        self.ledger: Any = None  # set by the store: pipeline.store.ledger.LedgerService
 
     async def index(self, request: web.Request) -> web.Response:
         page = resources.files("pipeline.web").joinpath("index.html").read_text()
@@ -137,6 +142,35 @@ class Api:
         cap = self.settings.store.row_cap
         result = await asyncio.to_thread(self.db.query, body["query"], cap, self.settings.store.query_timeout)
         return _json({"columns": result.columns, "rows": result.rows, "truncated": result.truncated})
+
+    async def get_proof(self, request: web.Request) -> web.Response:
+        bundle = await asyncio.to_thread(self.ledger.proofs.bundle, request.match_info["event_id"])
+        return _json(bundle)
+
+    async def get_consistency(self, request: web.Request) -> web.Response:
+        q = request.query
+        log_id = q.get("log_id")
+        if not log_id:
+            raise InvalidChallenge("log_id is required")
+        try:
+            if "from" in q and "to" in q:
+                answer = await asyncio.to_thread(self.ledger.proofs.consistency, log_id, int(q["from"]), int(q["to"]))
+            elif "from_size" in q and "to_size" in q:
+                path = await asyncio.to_thread(self.ledger.proofs.consistency_sizes, log_id,
+                                               int(q["from_size"]), int(q["to_size"]))
+                answer = {"log_id": log_id, "from_size": int(q["from_size"]), "to_size": int(q["to_size"]),
+                          "consistency_path": path}
+            else:
+                raise InvalidChallenge("give from and to (block heights), or from_size and to_size (tree sizes)")
+        except ValueError:
+            raise InvalidChallenge("from, to, from_size and to_size must be integers") from None
+        return _json(answer)
+
+    async def get_checkpoint(self, request: web.Request) -> web.Response:
+        return _json(await asyncio.to_thread(self.ledger.proofs.latest_checkpoint))
+
+    async def get_key(self, request: web.Request) -> web.Response:
+        return web.Response(text=self.ledger.signer.verifier_key + "\n", content_type="text/plain")
 
     async def metrics(self, request: web.Request) -> web.Response:
         status = await self.status()

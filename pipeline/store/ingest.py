@@ -50,7 +50,9 @@ class Ingestor:
         self.blocks_topic = t.name(t.blocks)
         self.dead_topic = t.name(t.dead_letter)
         self.checkpoints_topic = t.name(t.checkpoints)
-        self.topics = [self.entries_topic, self.blocks_topic, self.dead_topic, self.checkpoints_topic]
+        self.cosignatures_topic = t.name(t.cosignatures)
+        self.topics = [self.entries_topic, self.blocks_topic, self.dead_topic, self.checkpoints_topic,
+                       self.cosignatures_topic]
         self.consumer: AIOKafkaConsumer | None = None
         self.stats = IngestStats()
         self.next_leaf: dict[str, int] = {}
@@ -172,6 +174,8 @@ class Ingestor:
             })
         elif topic == self.checkpoints_topic:
             batch.checkpoints.append(json.loads(msg.value))
+        elif topic == self.cosignatures_topic:
+            batch.cosignatures.append(json.loads(msg.value))
 
     async def lag(self) -> dict[str, int]:
         """Records on the broker not yet in DuckDB, per topic."""

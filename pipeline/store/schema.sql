@@ -67,6 +67,24 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     logs        JSON NOT NULL,
     created_at  TIMESTAMPTZ NOT NULL
 );
+-- One row per log named by a checkpoint: finds the checkpoint covering a block quickly.
+CREATE TABLE IF NOT EXISTS checkpoint_logs (
+    sequence    BIGINT NOT NULL,
+    log_id      VARCHAR NOT NULL,
+    height      BIGINT NOT NULL,
+    tree_size   BIGINT NOT NULL,
+    block_hash  VARCHAR NOT NULL,
+    PRIMARY KEY (log_id, sequence)
+);
+-- Witness cosignatures of checkpoints: signature lines added to the checkpoint note.
+CREATE TABLE IF NOT EXISTS cosignatures (
+    sequence    BIGINT NOT NULL,
+    witness     VARCHAR NOT NULL,
+    key_id      VARCHAR NOT NULL,
+    line        VARCHAR NOT NULL,
+    received_at TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (sequence, witness, key_id)
+);
 CREATE TABLE IF NOT EXISTS merkle_tiles (
     log_id  VARCHAR NOT NULL,
     level   INTEGER NOT NULL,

@@ -20,6 +20,7 @@ from pipeline.settings import Settings
 from pipeline.store.db import Database
 from pipeline.store.http import Api
 from pipeline.store.ingest import Ingestor
+from pipeline.store.ledger import LedgerService
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,10 @@ class Store:
         self.api = Api(settings, self.db, self.produce, self.status)
         self.runner: web.AppRunner | None = None
         self.url = ""
-        self.extensions: list[Any] = []  # services started with the store (ledger checkpoints, ...)
+        self.ledger = LedgerService(settings, self.db)
+        self.ingestor.preprocessors.append(self.ledger.tiles)
+        self.api.ledger = self.ledger
+        self.extensions: list[Any] = [self.ledger]  # services started with the store
 
     async def produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
         if self.producer is None:

@@ -8,6 +8,7 @@ import json
 import signal
 import subprocess
 import sys
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -79,7 +80,7 @@ def running(pipeline_settings: Any, tmp_path: Path) -> Any:
                 sys.stderr.write(f"--- {name}.log (tail) ---\n{log.read_text()[-3000:]}\n")
 
 
-def test_every_event_lands_once_and_every_block_verifies(running: Any) -> None:
+def test_every_event_lands_once_and_every_block_verifies(running: Any, tmp_path: Path) -> None:
     settings, url, procs = running
     records, ids, bad = simulated(VALID, MALFORMED)
     assert bad == MALFORMED
@@ -108,12 +109,38 @@ def test_every_event_lands_once_and_every_block_verifies(running: Any) -> None:
     assert out.returncode == 0, out.stderr
     assert sum(r["n"] for r in json.loads(out.stdout)) == VALID
 
+    # Proofs: a bundle for any event verifies offline with the served key; a tampered one fails.
+    key = urllib.request.urlopen(f"{url}/checkpoints/key", timeout=10).read().decode().strip()
+    sample = sorted(ids)[:: VALID // 5]
+    wait_for(lambda: http_json("GET", f"{url}/proofs/{sample[-1]}")[1].get("checkpoint"), 60,
+             "a checkpoint covering the sampled events")
+    env = settings_env(settings)
+    for event_id in sample:
+        path = tmp_path / f"{event_id}.json"
+        run_cli(env, "prove", event_id, "-o", str(path))
+        ok = run_cli(env, "verify", str(path), "--key", key)
+        assert ok.stdout.startswith("OK: event"), ok.stdout
+    bundle = json.loads(path.read_text())
+    bundle["event"]["carrier"] = bundle["event"]["carrier"] + "x"
+    path.write_text(json.dumps(bundle))
+    bad = run_cli(env, "verify", str(path), "--key", key, expect=1)
+    assert "leaf hash" in bad.stderr
+
     stop(procs["store"], signal.SIGTERM, timeout=20)
     db = Database(settings.db_path, read_only=True)
     try:
         check_store(db, ids)
     finally:
         db.close()
+    clean = run_cli(env, "audit", "--quiet", "--key", key)
+    assert "clean" in clean.stdout
+
+
+def run_cli(env: dict[str, str], *args: str, expect: int = 0) -> subprocess.CompletedProcess[str]:
+    out = subprocess.run([sys.executable, "-m", "pipeline.cli", *args], env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == expect, f"provenance {' '.join(args)} exited {out.returncode}: {out.stdout}{out.stderr}"
+    return out
 
 
 def check_store(db: Database, ids: set[str]) -> None:

@@ -1,0 +1,222 @@
+"""The store's side of the ledger: tiles as entries arrive, signed checkpoints, proofs.
+
+- Tiles: every log's leaf hashes are folded into tlog-style tiles in the same
+  DuckDB transaction as the entries, so any inclusion or consistency proof
+  reads a handful of tiles instead of re-hashing the log.
+- Checkpoints: at an interval, one Ed25519-signed note over the latest block
+  of every log is written to DuckDB (its commit point) and then published to
+  `ledger.checkpoints` for witnesses and other readers.
+- Proofs: bundles for events, consistency proofs between blocks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from datetime import datetime, timezone
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from pipeline.core.blocks import BlockHeader
+from pipeline.core.bundle import build_bundle
+from pipeline.core.checkpoint import Checkpoint, CheckpointEntry, parse_checkpoint, sign_checkpoint
+from pipeline.core.merkle import consistency_path, inclusion_path
+from pipeline.core.note import Signer
+from pipeline.core.tiles import TileBuilder, TileNodeReader, partial_tile_ids
+from pipeline.errors import InvalidChallenge, LedgerError, NotFound
+from pipeline.keys import load_or_create_signer
+from pipeline.settings import Settings
+from pipeline.store.db import Database, IngestBatch
+
+log = logging.getLogger(__name__)
+
+
+def header_of(row: dict[str, Any]) -> BlockHeader:
+    return BlockHeader.from_dict({k: v for k, v in row.items() if k != "block_hash"})
+
+
+class TileMaintainer:
+    """Keeps each log's right-edge tiles in memory and adds changed tiles to every ingest batch."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.builders: dict[str, TileBuilder] = {}
+
+    def restore(self, sizes: dict[str, int]) -> None:
+        for log_id, size in sizes.items():
+            tiles = self.db.tiles(log_id, partial_tile_ids(size))
+            self.builders[log_id] = TileBuilder.restore(size, tiles)
+
+    def __call__(self, batch: IngestBatch) -> None:
+        by_log: dict[str, list[bytes]] = {}
+        for e in batch.entries:
+            builder = self.builders.setdefault(e["log_id"], TileBuilder())
+            if e["leaf_index"] != builder.size + len(by_log.get(e["log_id"], ())):
+                raise LedgerError(f"{e['log_id']}: leaf {e['leaf_index']} arrived, tiles expect "
+                                  f"{builder.size + len(by_log.get(e['log_id'], ()))}")
+            by_log.setdefault(e["log_id"], []).append(bytes.fromhex(e["leaf_hash"]))
+        for log_id, hashes in by_log.items():
+            for (level, index), tile in self.builders[log_id].append(hashes).items():
+                batch.tiles[(log_id, level, index)] = tile
+
+
+class Checkpointer:
+    """Signs a checkpoint whenever the latest block of any log changed."""
+
+    def __init__(self, settings: Settings, db: Database, signer: Signer) -> None:
+        self.settings = settings
+        self.db = db
+        self.signer = signer
+        self.topic = settings.topics.name(settings.topics.checkpoints)
+        self.producer: AIOKafkaProducer | None = None
+        self.signed = 0
+
+    def cut(self, now: datetime) -> dict[str, Any] | None:
+        """Sign and store a new checkpoint if any log moved since the last one (thread)."""
+        latest = self.db.latest_blocks()
+        if not latest:
+            return None
+        previous = self.db.latest_checkpoint()
+        logs = {b["log_id"]: {"height": b["height"], "tree_size": b["tree_size"], "root": b["root"],
+                              "block_hash": b["block_hash"]} for b in latest}
+        if previous is not None and json.loads(previous["logs"]) == logs:
+            return None
+        sequence = 0 if previous is None else previous["sequence"] + 1
+        cp = Checkpoint(
+            origin=self.signer.name,
+            sequence=sequence,
+            entries=tuple(CheckpointEntry(log_id, e["height"], e["tree_size"], bytes.fromhex(e["root"]),
+                                          bytes.fromhex(e["block_hash"])) for log_id, e in sorted(logs.items())),
+            time=now.replace(microsecond=0),
+        )
+        row = {"sequence": sequence, "origin": self.signer.name, "key_id": self.signer.key_id.hex(),
+               "note": sign_checkpoint(cp, self.signer), "logs": logs, "created_at": now.isoformat()}
+        self.db.ingest(IngestBatch(checkpoints=[row]))
+        self.signed += 1
+        return row
+
+    async def run(self) -> None:
+        interval = self.settings.ledger.checkpoint_interval
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                row = await asyncio.to_thread(self.cut, datetime.now(timezone.utc))
+                if row is not None:
+                    await self.publish(row)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # keep signing: a failed publish is retried by the next checkpoint
+                log.exception("checkpoint failed")
+
+    async def publish(self, row: dict[str, Any]) -> None:
+        if self.producer is None:
+            self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka, acks="all",
+                                             client_id="provenance-checkpointer")
+            await self.producer.start()
+        try:
+            await self.producer.send_and_wait(self.topic, json.dumps(row).encode(), key=row["origin"].encode())
+        except KafkaError as exc:
+            log.warning("checkpoint %d stored but not published: %s", row["sequence"], exc)
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+class Proofs:
+    """Answers proof requests from tiles, blocks and checkpoints."""
+
+    def __init__(self, db: Database, signer: Signer | None) -> None:
+        self.db = db
+        self.signer = signer
+
+    def _reader(self, log_id: str, size: int) -> TileNodeReader:
+        return TileNodeReader(size, lambda level, index: self.db.tile(log_id, level, index))
+
+    def bundle(self, event_id: str) -> dict[str, Any]:
+        row = self.db.event(event_id)
+        log_id, index = row["log_id"], row["leaf_index"]
+        block_row = self.db.covering_block(log_id, index)
+        if block_row is None:
+            raise NotFound(f"event {event_id} is recorded at leaf {index} of {log_id} but not sealed in a "
+                           "block yet: ask again in a moment")
+        block = header_of(block_row)
+        path = inclusion_path(index, block.tree_size, self._reader(log_id, block.tree_size))
+        note, key_id, cons = None, None, []
+        cp_row = self.db.checkpoint_covering(log_id, block.height)
+        if cp_row is not None:
+            note = self.with_cosignatures(cp_row)
+            key_id = bytes.fromhex(cp_row["key_id"])
+            entry = json.loads(cp_row["logs"])[log_id]
+            if entry["height"] > block.height:
+                cons = consistency_path(block.tree_size, entry["tree_size"],
+                                        self._reader(log_id, entry["tree_size"]))
+        return build_bundle(json.loads(row["payload"]), log_id, index, path, block, note, key_id, cons)
+
+    def with_cosignatures(self, cp_row: dict[str, Any]) -> str:
+        note = str(cp_row["note"])
+        lines = self.db.cosignature_lines(cp_row["sequence"])
+        return note + "".join(line + "\n" for line in lines if line + "\n" not in note)
+
+    def consistency(self, log_id: str, first: int, second: int) -> dict[str, Any]:
+        """Consistency proof between blocks `first` and `second` (heights) of a log."""
+        if first > second:
+            raise InvalidChallenge(f"from ({first}) must not be after to ({second})")
+        a, b = header_of(self.db.block(log_id, first)), header_of(self.db.block(log_id, second))
+        path = consistency_path(a.tree_size, b.tree_size, self._reader(log_id, b.tree_size))
+        return {
+            "log_id": log_id,
+            "from": {"height": a.height, "tree_size": a.tree_size, "root": a.root, "block_hash": a.block_hash},
+            "to": {"height": b.height, "tree_size": b.tree_size, "root": b.root, "block_hash": b.block_hash},
+            "consistency_path": [h.hex() for h in path],
+        }
+
+    def consistency_sizes(self, log_id: str, size1: int, size2: int) -> list[str]:
+        """Consistency proof between two tree sizes (what witnesses ask for)."""
+        if not 0 <= size1 <= size2:
+            raise InvalidChallenge(f"need 0 <= from <= to, got {size1}, {size2}")
+        latest = {b["log_id"]: b["tree_size"] for b in self.db.latest_blocks()}
+        if size2 > latest.get(log_id, 0):
+            raise NotFound(f"{log_id} has no sealed tree of size {size2}")
+        return [h.hex() for h in consistency_path(size1, size2, self._reader(log_id, size2))]
+
+    def latest_checkpoint(self) -> dict[str, Any]:
+        row = self.db.latest_checkpoint()
+        if row is None:
+            raise NotFound("no checkpoint signed yet")
+        cp = parse_checkpoint(row["note"][: row["note"].rindex("\n\n") + 1])
+        return {"sequence": cp.sequence, "origin": cp.origin, "key_id": row["key_id"],
+                "note": self.with_cosignatures(row), "logs": json.loads(row["logs"]),
+                "verifier_key": self.signer.verifier_key if self.signer else None}
+
+
+class LedgerService:
+    """Wires tiles, checkpoints and proofs into a running store."""
+
+    def __init__(self, settings: Settings, db: Database) -> None:
+        self.settings = settings
+        self.db = db
+        self.signer = load_or_create_signer(settings.key_path, settings.ledger.key_name)
+        self.tiles = TileMaintainer(db)
+        self.checkpointer = Checkpointer(settings, db, self.signer)
+        self.proofs = Proofs(db, self.signer)
+        self._task: asyncio.Task[None] | None = None
+
+    def banner(self) -> str:
+        return f"checkpoint key: {self.signer.verifier_key}"
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.tiles.restore, self.db.next_leaf_indices())
+        self._task = asyncio.create_task(self.checkpointer.run())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        await self.checkpointer.close()
