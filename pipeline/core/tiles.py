@@ -14,7 +14,7 @@ production keeps the default of 8.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 
 from pipeline.core.merkle import EMPTY_ROOT, HASH_SIZE
 from pipeline.errors import InvalidChallenge, LedgerError
@@ -198,13 +198,16 @@ class TileNodeReader:
     True
     """
 
-    __slots__ = ("size", "_fetch", "_height", "_rows")
+    __slots__ = ("size", "_fetch", "_height", "_rows", "_full")
 
-    def __init__(self, size: int, fetch_tile: TileFetcher, *, height: int = TILE_HEIGHT) -> None:
+    def __init__(self, size: int, fetch_tile: TileFetcher, *, height: int = TILE_HEIGHT,
+                 full_tiles: MutableMapping[TileId, list[list[bytes]]] | None = None) -> None:
         self.size = size
         self._fetch = fetch_tile
         self._height = height
         self._rows: dict[TileId, list[list[bytes]]] = {}
+        # Full tiles never change: a caller may share their derived levels across readers.
+        self._full = full_tiles
 
     def __call__(self, level: int, index: int, /) -> bytes:
         if level < 0 or index < 0 or (index + 1) << level > self.size:
@@ -221,6 +224,19 @@ class TileNodeReader:
         rows = self._rows.get(key)
         if rows is None:
             width = tile_width(self.size, tile_level, tile_index, self._height)
+            full = self._full
+            if full is not None and width == 1 << self._height:
+                shared = full.get(key)
+                if shared is None:
+                    tile = self._fetch(tile_level, tile_index)
+                    if len(tile) < width * HASH_SIZE:
+                        raise LedgerError(f"tile {key} should be full, the store gave {len(tile)} bytes")
+                    shared = [_split(tile[: width * HASH_SIZE])]
+                    while len(shared[-1]) > 1:
+                        shared.append(_parents(shared[-1]))
+                    full[key] = shared  # complete before it is shared: never mutated afterwards
+                rows = self._rows[key] = shared
+                return rows
             tile = self._fetch(tile_level, tile_index)
             if len(tile) < width * HASH_SIZE or len(tile) % HASH_SIZE:
                 raise LedgerError(

@@ -12,8 +12,12 @@
 from __future__ import annotations
 
 import asyncio
+import bisect
 import json
 import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
 
@@ -25,7 +29,8 @@ from pipeline.core.bundle import build_bundle
 from pipeline.core.checkpoint import Checkpoint, CheckpointEntry, parse_checkpoint, sign_checkpoint
 from pipeline.core.merkle import consistency_path, inclusion_path
 from pipeline.core.note import Signer
-from pipeline.core.tiles import TileBuilder, TileNodeReader, partial_tile_ids
+from pipeline.core.merkle import HASH_SIZE
+from pipeline.core.tiles import TileBuilder, TileNodeReader, partial_tile_ids, tile_width
 from pipeline.errors import InvalidChallenge, LedgerError, NotFound
 from pipeline.keys import load_or_create_signer
 from pipeline.settings import Settings
@@ -126,27 +131,123 @@ class Checkpointer:
             await self.producer.stop()
 
 
+class TileCache:
+    """Tiles kept in memory across requests: a proof then costs one tile read at most.
+
+    A full tile never changes, so it is cached for good (LRU-bounded). A
+    right-edge tile grows in place and a longer copy serves any smaller tree
+    (it is read as a prefix), so a cached edge tile is reused while it is long
+    enough and re-read when a request needs more of it.
+    """
+
+    def __init__(self, db: Database, capacity: int = 50_000) -> None:
+        self.db = db
+        self.capacity = capacity
+        self._tiles: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
+        self._lock = threading.Lock()
+        self.full: dict[str, _Lru] = {}
+
+    def full_tiles(self, log_id: str) -> _Lru:
+        """Derived levels of full tiles of one log, shared by every proof."""
+        with self._lock:
+            return self.full.setdefault(log_id, _Lru(self.capacity))
+
+    def fetcher(self, log_id: str, size: int) -> Callable[[int, int], bytes]:
+        def fetch(level: int, index: int) -> bytes:
+            key = (log_id, level, index)
+            need = tile_width(size, level, index) * HASH_SIZE
+            with self._lock:
+                tile = self._tiles.get(key)
+                if tile is not None and len(tile) >= need:
+                    self._tiles.move_to_end(key)
+                    return tile
+            tile = self.db.tile(log_id, level, index)
+            with self._lock:
+                self._tiles[key] = tile
+                if len(self._tiles) > self.capacity:
+                    self._tiles.popitem(last=False)
+            return tile
+
+        return fetch
+
+
+class _Lru(OrderedDict):  # type: ignore[type-arg]
+    """A bounded mapping: the least recently inserted entry goes first."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        super().__setitem__(key, value)
+        if len(self) > self.capacity:
+            self.popitem(last=False)
+
+
+class _Index:
+    """A per-log sorted list read from DuckDB and topped up when a lookup runs past its end."""
+
+    def __init__(self, load: Callable[[str, int], list[tuple[int, ...]]]) -> None:
+        self.load = load
+        self.rows: dict[str, list[tuple[int, ...]]] = {}
+        self.lock = threading.Lock()
+
+    def first_at_least(self, log_id: str, key: int) -> tuple[int, ...] | None:
+        """The first row whose first field is >= key."""
+        with self.lock:
+            rows = self.rows.setdefault(log_id, [])
+            if not rows or rows[-1][0] < key:
+                after = rows[-1][1] if rows else -1
+                rows.extend(self.load(log_id, after))
+            i = bisect.bisect_left(rows, (key,))
+            return rows[i] if i < len(rows) else None
+
+    def first_at_least_height(self, log_id: str, height: int) -> Any:
+        """For block rows (tree_size, height, header): the header at `height`, loading as needed."""
+        with self.lock:
+            rows = self.rows.setdefault(log_id, [])
+            if not rows or rows[-1][1] < height:
+                rows.extend(self.load(log_id, rows[-1][1] if rows else -1))
+            # Heights are contiguous from 0 in a sound chain; search rather than index to stay safe.
+            i = bisect.bisect_left([r[1] for r in rows], height) if rows and rows[0][1] != 0 else height
+            if 0 <= i < len(rows) and rows[i][1] == height:
+                return rows[i][2]
+            return None
+
+
 class Proofs:
     """Answers proof requests from tiles, blocks and checkpoints."""
 
     def __init__(self, db: Database, signer: Signer | None) -> None:
         self.db = db
         self.signer = signer
+        self.tiles = TileCache(db)
+        # (tree_size, height, header): the first block whose tree covers a leaf. Blocks never change.
+        self.blocks = _Index(lambda log_id, after: [(r["tree_size"], r["height"], header_of(r)) for r in db.fetch_dicts(
+            "SELECT * FROM blocks WHERE log_id = ? AND height > ? ORDER BY height", [log_id, after])])
+        self._checkpoint_rows: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        # (height, sequence): the first checkpoint naming a block at or after a height.
+        self.checkpoints = _Index(lambda log_id, after: [tuple(r) for r in db.fetch(
+            "SELECT height, min(sequence) FROM checkpoint_logs WHERE log_id = ? AND sequence > ?"
+            " GROUP BY height ORDER BY height", [log_id, after])])
 
     def _reader(self, log_id: str, size: int) -> TileNodeReader:
-        return TileNodeReader(size, lambda level, index: self.db.tile(log_id, level, index))
+        return TileNodeReader(size, self.tiles.fetcher(log_id, size), full_tiles=self.tiles.full_tiles(log_id))
 
     def bundle(self, event_id: str) -> dict[str, Any]:
-        row = self.db.event(event_id)
-        log_id, index = row["log_id"], row["leaf_index"]
-        block_row = self.db.covering_block(log_id, index)
-        if block_row is None:
+        rows = self.db.fetch("SELECT log_id, leaf_index, payload FROM events WHERE event_id = ?", [event_id])
+        if not rows:
+            raise NotFound(f"no event with event_id {event_id!r}")
+        log_id, index, payload = rows[0]
+        covering = self.blocks.first_at_least(log_id, index + 1)
+        if covering is None:
             raise NotFound(f"event {event_id} is recorded at leaf {index} of {log_id} but not sealed in a "
                            "block yet: ask again in a moment")
-        block = header_of(block_row)
+        block = covering[2]
         path = inclusion_path(index, block.tree_size, self._reader(log_id, block.tree_size))
         note, key_id, cons = None, None, []
-        cp_row = self.db.checkpoint_covering(log_id, block.height)
+        cp = self.checkpoints.first_at_least(log_id, block.height)
+        cp_row = self._checkpoint(cp[1]) if cp is not None else None
         if cp_row is not None:
             note = self.with_cosignatures(cp_row)
             key_id = bytes.fromhex(cp_row["key_id"])
@@ -154,7 +255,24 @@ class Proofs:
             if entry["height"] > block.height:
                 cons = consistency_path(block.tree_size, entry["tree_size"],
                                         self._reader(log_id, entry["tree_size"]))
-        return build_bundle(json.loads(row["payload"]), log_id, index, path, block, note, key_id, cons)
+        return build_bundle(json.loads(payload), log_id, index, path, block, note, key_id, cons)
+
+    def _checkpoint(self, sequence: int) -> dict[str, Any] | None:
+        row = self._checkpoint_rows.get(sequence)
+        if row is None:
+            rows = self.db.fetch_dicts("SELECT * FROM checkpoints WHERE sequence = ?", [sequence])
+            if not rows:
+                return None
+            row = self._checkpoint_rows[sequence] = rows[0]
+            if len(self._checkpoint_rows) > 1024:
+                self._checkpoint_rows.popitem(last=False)
+        return row
+
+    def _block(self, log_id: str, height: int) -> BlockHeader:
+        found = self.blocks.first_at_least_height(log_id, height)
+        if found is None:
+            raise NotFound(f"no block {height} in log {log_id!r}")
+        return found
 
     def with_cosignatures(self, cp_row: dict[str, Any]) -> str:
         note = str(cp_row["note"])
@@ -165,7 +283,7 @@ class Proofs:
         """Consistency proof between blocks `first` and `second` (heights) of a log."""
         if first > second:
             raise InvalidChallenge(f"from ({first}) must not be after to ({second})")
-        a, b = header_of(self.db.block(log_id, first)), header_of(self.db.block(log_id, second))
+        a, b = self._block(log_id, first), self._block(log_id, second)
         path = consistency_path(a.tree_size, b.tree_size, self._reader(log_id, b.tree_size))
         return {
             "log_id": log_id,
