@@ -59,7 +59,8 @@ def _produced(bootstrap: str, topic: str) -> int:
     """Records on the events topic: the sum of its partitions' end offsets."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="provenance-demo", group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="provenance-demo", group_id=None,
+                             enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
@@ -97,7 +98,10 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int)
         producer_env = dict(env, PROVENANCE_PRODUCER__MALFORMED_SHARE=str(max(settings.producer.malformed_share, 0.01)))
         children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet"],
                                      producer_env, logs / "producer.log")
+        with urllib.request.urlopen(f"{url}/checkpoints/key", timeout=5) as resp:
+            key = resp.read().decode().strip()
         print(f"\n  dashboard:  {url}/\n  SQL:        provenance sql \"select event_type, count(*) from events group by 1\"\n"
+              f"  proofs:     provenance prove EVENT_ID -o proof.json && provenance verify proof.json --key {key}\n"
               f"  Ctrl-C stops everything.\n", flush=True)
         topic = settings.topics.name(settings.topics.events)
         deadline = None if duration is None else time.monotonic() + duration
@@ -150,14 +154,16 @@ def _wait_for_store(settings: Settings, proc: Any, log_file: Path, timeout: floa
 def _drain(url: str, bootstrap: str, topic: str, last: Status, timeout: float = 30) -> Status:
     """Wait until everything produced is in DuckDB (accepted or dead-lettered), or the timeout."""
     deadline = time.monotonic() + timeout
-    status = last
+    status, previous = last, None
     while time.monotonic() < deadline:
         try:
             status = _status(url, bootstrap, topic)
         except (OSError, ValueError, KeyError):
             time.sleep(0.5)
             continue
-        if status.accepted + status.dead_lettered >= status.produced:
+        # Done when everything produced is in DuckDB and nothing moved since the last look.
+        if status.accepted + status.dead_lettered >= status.produced and status == previous:
             return status
+        previous = status
         time.sleep(0.5)
     return status

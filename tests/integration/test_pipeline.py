@@ -50,7 +50,7 @@ def simulated(valid: int, malformed: int, seed: int = 11) -> tuple[list[tuple[by
 def end_offsets(settings: Any, topic: str) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=settings.kafka, group_id=None)
+    consumer = KafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(topic) or set()
         return int(sum(consumer.end_offsets([TopicPartition(topic, p) for p in parts]).values()))
