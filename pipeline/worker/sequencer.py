@@ -65,7 +65,7 @@ class Counters:
     rejected: int = 0
     replayed: int = 0
     blocks: int = 0
-    gaps: int = 0
+    resumed_ahead: int = 0
 
 
 @dataclass
@@ -75,6 +75,7 @@ class _Partition:
     pending_since: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     publishing: deque[asyncio.Task[None]] = field(default_factory=deque)
+    delivered_through: int = -1  # highest offset inside a block the broker confirmed
 
 
 def now_utc() -> str:
@@ -147,8 +148,9 @@ class LedgerSequencer:
             plog = PartitionLog.restore(message.header, message.frontier, log_id)
             log.info("%s resumes after block %d (tree_size %d, offset %d)", log_id,
                      message.header.height, message.header.tree_size, message.header.last_offset)
-        state = _Partition(plog)
-        self.partitions[p] = state
+        state = _Partition(plog, delivered_through=plog.sealed_through)
+        if p not in self.revoked:  # revoked while loading: keep no state for it
+            self.partitions[p] = state
         return state
 
     async def handle(self, records: Sequence[Record]) -> None:
@@ -161,7 +163,7 @@ class LedgerSequencer:
                 continue  # buffered before revocation: left unacked, the new owner replays them
             state = await self.partition(p)
             async with state.lock:
-                if self.partitions.get(p) is not state:
+                if p in self.revoked or self.partitions.get(p) is not state:
                     continue  # revoked while waiting: the new owner replays these
                 await self._handle_partition(p, state, batch)
 
@@ -171,14 +173,17 @@ class LedgerSequencer:
         for r in batch:
             if not plog.admit(r.offset):
                 self.counters.replayed += 1
-                if r.offset <= plog.sealed_through:
+                if r.offset <= state.delivered_through:
                     r.ack()
                 continue
             if plog.gaps:
                 gap = plog.gaps.pop()
-                self.counters.gaps += 1
-                log.error("%s: offset gap, expected %d got %d: records in between were never seen",
-                          plog.log_id, gap[0], gap[1])
+                self.counters.resumed_ahead += 1
+                # Records are acked only once sealed or dead-lettered, so the committed
+                # offset can pass the last block only over dead-lettered records (or
+                # offsets Kafka never filled, such as transaction markers).
+                log.info("%s: resuming at offset %d, not %d: the records in between were dead-lettered "
+                         "before a restart or are not data", plog.log_id, gap[1], gap[0])
             try:
                 event, payload = accept(r.value)
             except InvalidEvent as exc:
@@ -204,13 +209,13 @@ class LedgerSequencer:
             return
         waiting, state.waiting, state.pending_since = state.waiting, [], None
         previous = state.publishing[-1] if state.publishing else None
-        state.publishing.append(asyncio.ensure_future(self._publish(p, sealed, waiting, previous)))
+        state.publishing.append(asyncio.ensure_future(self._publish(p, state, sealed, waiting, previous)))
         while state.publishing and state.publishing[0].done():
             state.publishing.popleft().result()
         if len(state.publishing) > self.max_in_flight:
             await state.publishing.popleft()
 
-    async def _publish(self, p: int, sealed: SealedBlock, records: list[Record],
+    async def _publish(self, p: int, state: _Partition, sealed: SealedBlock, records: list[Record],
                        previous: asyncio.Task[None] | None) -> None:
         """Entries first, then (after the previous block) the block; then ack its records.
 
@@ -236,6 +241,7 @@ class LedgerSequencer:
             self.on_fatal()
             raise
         self.counters.blocks += 1
+        state.delivered_through = max(state.delivered_through, sealed.header.last_offset)
         for r in records:
             r.ack()
 
