@@ -272,7 +272,8 @@ def malform(event: dict[str, Any], kind: str, rng: random.Random) -> bytes:
         text = _dumps(bad)
         return text[: rng.randint(1, len(text) - 1)].encode()
     if kind == "not_utf8":
-        return _dumps(bad).encode().replace(b'"carrier":"', b'"carrier":"\xff\xfe', 1)
+        bad["carrier"] = f"{bad.get('carrier', '')} Logística"
+        return json.dumps(bad, ensure_ascii=False).encode("latin-1", "replace")
     if kind == "missing_field":
         del bad[rng.choice(["event_id", "shipment_id", "event_type", "event_time", "origin", "mode"])]
     elif kind == "unknown_event_type":
@@ -317,7 +318,7 @@ class Fleet:
         sites: Sequence[Site] = SITES,
         skus: Sequence[Sku] = SKUS,
         carriers: Sequence[Carrier] = CARRIERS,
-        lanes: int = 60,
+        lane_count: int = 60,
         tick: timedelta = timedelta(seconds=30),
         cancel_share: float = 0.025,
         malformed_share: float = 0.0,
@@ -328,8 +329,10 @@ class Fleet:
             raise ConfigError(f"tick must be positive, got {tick}")
         if not 0.0 <= malformed_share < 1.0:
             raise ConfigError(f"malformed_share must be in [0, 1), got {malformed_share}")
-        if not skus:
-            raise ConfigError("the simulator needs at least one SKU")
+        if not 0.0 <= cancel_share <= 1.0:
+            raise ConfigError(f"cancel_share must be in [0, 1], got {cancel_share}")
+        if not skus or lane_count < 1:
+            raise ConfigError("the simulator needs at least one SKU and one lane")
         self.seed = seed
         self.start = start
         self.sites = tuple(sites)
@@ -338,15 +341,19 @@ class Fleet:
         self.tick = tick
         self.cancel_share = cancel_share
         self.malformed_share = malformed_share
-        self.lanes = build_lanes(self.sites, self.carriers, lanes, random.Random(f"lanes:{seed}"))
-        self._tag = hashlib.blake2b(str(seed).encode(), digest_size=3).hexdigest().upper()
+        self.lanes = build_lanes(self.sites, self.carriers, lane_count, random.Random(f"lanes:{seed}"))
+        self.shipment_prefix = f"SHP-{hashlib.blake2b(str(seed).encode(), digest_size=3).hexdigest().upper()}-"
 
     def events(self) -> Iterator[dict[str, Any]]:
         """Every event in `event_time` order; each call starts the same stream afresh."""
         return _Run(self).run()
 
     def records(self) -> Iterator[Record]:
-        """Events encoded for Kafka, with a `malformed_share` of spoiled lines mixed in."""
+        """Events encoded for Kafka, keyed by shipment_id, with spoiled lines mixed in.
+
+        `malformed_share` is the fraction of all records that are spoiled. The spoiling
+        draws from its own random stream, so the valid records are exactly `events()`.
+        """
         share = self.malformed_share
         spoil = random.Random(f"malformed:{self.seed}")
         for event in self.events():
@@ -461,7 +468,7 @@ class _Run:
         promise = self.epoch + t0 + sum(lane.segments) * m.buffer
         planned = datetime.fromtimestamp(math.ceil(promise / 3600) * 3600, self.tz[lane.destination.gln])
         self.shipments += 1
-        ship = _Shipment(f"SHP-{self.fleet._tag}-{self.shipments:07d}", lane, carrier, planned.isoformat(), items)
+        ship = _Shipment(f"{self.fleet.shipment_prefix}{self.shipments:07d}", lane, carrier, planned.isoformat(), items)
         bias = lane.bias * carrier.reliability
         seg = [max(300, int(e * bias * rng.lognormvariate(0, m.sigma))) for e in lane.segments]
 

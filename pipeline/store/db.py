@@ -8,6 +8,7 @@ cursors), or open the file read-only when no store runs.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -350,6 +351,9 @@ class Database:
         """Run one read-only statement in a fresh cursor, interrupted after `timeout` seconds."""
         check_read_only(self.con, sql)
         cur = self.cursor()
+        # A SELECT can still hide a write (EXPLAIN ANALYZE DELETE, a data-modifying CTE):
+        # a read-only transaction makes DuckDB refuse any of them.
+        cur.execute("BEGIN TRANSACTION READ ONLY")
         timer = threading.Timer(timeout, cur.interrupt)
         timer.start()
         try:
@@ -358,10 +362,16 @@ class Database:
             rows = cur.fetchmany(row_cap + 1)
         except duckdb.InterruptException:
             raise QueryRejected(f"query cancelled after {timeout:g}s (statement timeout)") from None
+        except duckdb.TransactionException as exc:
+            raise QueryRejected(f"read-only: {_first_line(exc)}") from None
         except duckdb.Error as exc:
             raise QueryRejected(_first_line(exc)) from None
         finally:
             timer.cancel()
+            try:
+                cur.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
             cur.close()
         truncated = len(rows) > row_cap
         return QueryResult(columns, [[json_value(v) for v in row] for row in rows[:row_cap]], truncated)
@@ -388,7 +398,9 @@ def _first_line(exc: BaseException) -> str:
 
 def json_value(v: Any) -> Any:
     """A DuckDB value as plain JSON."""
-    if v is None or isinstance(v, (bool, int, float, str)):
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None  # JSON has no NaN or infinity
+    if v is None or isinstance(v, (bool, int, str)):
         return v
     if isinstance(v, datetime):
         return v.isoformat()

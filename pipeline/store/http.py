@@ -49,8 +49,8 @@ async def errors_as_json(request: web.Request, handler: Handler) -> web.StreamRe
         return _json({"error": str(exc)}, 500)
 
 
-def split_events(body: bytes) -> list[bytes]:
-    """One JSON object, a JSON array of objects, or NDJSON lines: the raw bytes of each event."""
+def split_events(body: bytes) -> list[tuple[int, bytes]]:
+    """One JSON object, a JSON array of objects, or NDJSON lines: (line or item number, raw bytes)."""
     text = body.strip()
     if not text:
         raise InvalidChallenge("empty body: send one ShipmentEvent JSON object or NDJSON lines")
@@ -60,10 +60,10 @@ def split_events(body: bytes) -> list[bytes]:
         except (ValueError, UnicodeDecodeError):
             whole = None
         if isinstance(whole, dict):
-            return [text]
+            return [(1, text)]
         if isinstance(whole, list):
-            return [json.dumps(item, ensure_ascii=False).encode() for item in whole]
-    return [line for line in text.split(b"\n") if line.strip()]
+            return [(n, json.dumps(item, ensure_ascii=False).encode()) for n, item in enumerate(whole, 1)]
+    return [(n, line) for n, line in enumerate(body.split(b"\n"), 1) if line.strip()]
 
 
 class Api:
@@ -102,7 +102,7 @@ class Api:
         lines = split_events(body)
         records: list[tuple[bytes | None, bytes]] = []
         problems = []
-        for n, raw in enumerate(lines, 1):
+        for n, raw in lines:
             try:
                 event, _ = accept(raw)
             except InvalidEvent as exc:

@@ -145,8 +145,6 @@ def test_one_bad_line_refuses_the_whole_body(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="split_events drops blank lines before numbering, so the reported line "
-                   "is not the line of the body")
 def test_bad_line_number_counts_blank_lines(tmp_path: Path) -> None:
     async def scenario(s: Server) -> None:
         body = as_bytes(make_event(event_id="a")) + b"\n\n" + as_bytes(make_event(event_id="b", mode="truck"))
@@ -247,7 +245,6 @@ def test_sql_body_must_be_a_json_query(tmp_path: Path, body: bytes) -> None:
     run(tmp_path, scenario)
 
 
-@pytest.mark.xfail(strict=True, reason="NaN and infinities from DuckDB are written as NaN/Infinity, which is not JSON")
 def test_sql_answer_is_strict_json(tmp_path: Path) -> None:
     async def scenario(s: Server) -> None:
         status, _ = await s.post("/sql", json.dumps({"query": "SELECT 'nan'::DOUBLE AS a, 'inf'::DOUBLE AS b"})
