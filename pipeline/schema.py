@@ -35,6 +35,13 @@ def _rfc3339(value: Any) -> Any:
     return value
 
 
+def _exact_int(value: Any) -> Any:
+    """JSON `1`, not `true` or `1.0`: the published schema says integer."""
+    if type(value) is not int:
+        raise ValueError("must be the integer 1")
+    return value
+
+
 Timestamp = Annotated[
     AwareDatetime,
     BeforeValidator(_rfc3339),
@@ -69,8 +76,8 @@ class Location(_Strict):
     """Where the event happened: a site code and/or coordinates."""
 
     site_id: NonEmpty | None = None
-    lat: Annotated[float, Field(ge=-90, le=90)] | None = None
-    lon: Annotated[float, Field(ge=-180, le=180)] | None = None
+    lat: Annotated[float, Field(ge=-90, le=90, strict=True)] | None = None
+    lon: Annotated[float, Field(ge=-180, le=180, strict=True)] | None = None
 
 
 class Item(_Strict):
@@ -104,7 +111,7 @@ class ShipmentEvent(_Strict):
     )
     items: list[Item] | None = None
     attributes: dict[str, Any] | None = None
-    schema_version: Literal[1] = 1
+    schema_version: Annotated[Literal[1], BeforeValidator(_exact_int)] = 1
 
 
 def parse_event(raw: bytes | str) -> tuple[ShipmentEvent, dict[str, Any]]:

@@ -77,6 +77,25 @@ def parse_json(text: str) -> Parsed:
     return Parsed(value, _ASTRAL.search(text) is None and _is_simple(value))
 
 
+def _as_doubles(value: Any) -> Any:
+    """Integers beyond 2^53 as the doubles JSON numbers are, when that is exact.
+
+    JCS reads every number as an IEEE double. `1e16` canonicalises to
+    `10000000000000000`, which Python parses back as an int that the reference
+    refuses; as the exact double it is, it canonicalises to itself again. An
+    integer no double holds exactly stays an int and is refused.
+    """
+    t = type(value)
+    if t is int and (value > _MAX_SAFE_INT or value < -_MAX_SAFE_INT):
+        as_float = float(value)
+        return as_float if int(as_float) == value else value
+    if t is dict:
+        return {k: _as_doubles(v) for k, v in value.items()}
+    if t is list:
+        return [_as_doubles(v) for v in value]
+    return value
+
+
 def canonical_bytes(value: Any, simple: bool = False) -> bytes:
     """The RFC 8785 canonical form of a JSON value (`simple` from `parse_json` allows the fast path).
 
@@ -90,6 +109,6 @@ def canonical_bytes(value: Any, simple: bool = False) -> bytes:
         except (UnicodeEncodeError, ValueError):
             pass  # lone surrogates and the like: let the reference decide
     try:
-        return rfc8785.dumps(value)
+        return rfc8785.dumps(_as_doubles(value))
     except (rfc8785.CanonicalizationError, TypeError, ValueError) as exc:
         raise InvalidEvent(f"not representable as RFC 8785 canonical JSON: {exc}") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hmac
 from dataclasses import dataclass, field
-from datetime import timezone
+from datetime import datetime, timezone
 
 from pipeline.core.blocks import BlockHeader, seal_block
 from pipeline.core.canonical import canonical_bytes, parse_json
@@ -45,6 +45,11 @@ class SealedBlock:
 def utc_text(event: ShipmentEvent) -> str:
     """The event time as RFC 3339 in UTC, e.g. `2026-11-25T09:00:00Z`."""
     return event.event_time.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _instant(text: str) -> datetime:
+    """An RFC 3339 UTC text as a datetime: text order is not time order once fractions appear."""
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 def accept(raw: bytes) -> tuple[ShipmentEvent, bytes]:
@@ -128,7 +133,7 @@ class PartitionLog:
         if not self.pending:
             return None
         entries, self.pending = self.pending, []
-        times = [e.event_time for e in entries]
+        times = sorted((e.event_time for e in entries), key=_instant)
         header = seal_block(
             self.log_id,
             self.last_block,
@@ -136,8 +141,8 @@ class PartitionLog:
             root=self.tree.root(),
             first_offset=entries[0].offset,
             last_offset=entries[-1].offset,
-            first_event_time=min(times),
-            last_event_time=max(times),
+            first_event_time=times[0],
+            last_event_time=times[-1],
             created_at=created_at,
         )
         self.last_block = header
