@@ -78,17 +78,19 @@ def parse_json(text: str) -> Parsed:
 
 
 def _as_doubles(value: Any) -> Any:
-    """Integers beyond 2^53 as the doubles JSON numbers are, when that is exact.
+    """Integers beyond 2^53 as the doubles JSON numbers are, when JCS writes them back unchanged.
 
     JCS reads every number as an IEEE double. `1e16` canonicalises to
     `10000000000000000`, which Python parses back as an int that the reference
-    refuses; as the exact double it is, it canonicalises to itself again. An
-    integer no double holds exactly stays an int and is refused.
+    refuses; as the double it is, it canonicalises to itself again. An integer
+    whose double JCS would write differently (2^53 + 1, or 2^60, written
+    `1152921504606847000`) stays an int and is refused, so an accepted leaf
+    always canonicalises to itself.
     """
     t = type(value)
     if t is int and (value > _MAX_SAFE_INT or value < -_MAX_SAFE_INT):
         as_float = float(value)
-        return as_float if int(as_float) == value else value
+        return as_float if rfc8785.dumps(as_float) == str(value).encode() else value
     if t is dict:
         return {k: _as_doubles(v) for k, v in value.items()}
     if t is list:
