@@ -13,6 +13,7 @@ import hmac
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from pipeline.core.blocks import BlockHeader, verify_link
@@ -24,6 +25,7 @@ from pipeline.errors import InvalidChallenge, InvalidProof
 from pipeline.store.db import Database
 
 _CHUNK = 50_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -53,18 +55,40 @@ class AuditReport:
         return not self.breaks
 
 
-def _leaves(db: Database, log_id: str) -> Iterator[tuple[int, str, str, str, int]]:
+def _leaves(db: Database, log_id: str) -> Iterator[tuple[Any, ...]]:
     cur = db.cursor()
     cur.execute(
-        "SELECT leaf_index, leaf_hash, payload, event_id, kafka_offset FROM ("
-        " SELECT leaf_index, leaf_hash, payload::VARCHAR AS payload, event_id, kafka_offset FROM events"
-        " WHERE log_id = $1 UNION ALL"
-        " SELECT leaf_index, leaf_hash, payload::VARCHAR, event_id, kafka_offset FROM duplicate_leaves"
-        " WHERE log_id = $1) ORDER BY leaf_index",
+        "SELECT leaf_index, leaf_hash, payload, event_id, kafka_offset, shipment_id, event_type, event_time,"
+        " kafka_partition FROM ("
+        " SELECT leaf_index, leaf_hash, payload::VARCHAR AS payload, event_id, kafka_offset, shipment_id,"
+        " event_type, epoch_us(event_time) AS event_time, kafka_partition FROM events WHERE log_id = $1 UNION ALL"
+        " SELECT leaf_index, leaf_hash, payload::VARCHAR, event_id, kafka_offset, NULL, NULL, NULL, NULL"
+        " FROM duplicate_leaves WHERE log_id = $1) ORDER BY leaf_index",
         [log_id],
     )
     while rows := cur.fetchmany(_CHUNK):
         yield from rows
+
+
+def _column_mismatch(payload: str, event_id: str, columns: list[Any], partition: int | None) -> str | None:
+    """Which queryable column disagrees with the hashed payload it was copied from, if any."""
+    shipment_id, event_type, event_time_us, kafka_partition = columns
+    try:
+        event = json.loads(payload)
+        when = datetime.fromisoformat(str(event["event_time"]).replace("Z", "+00:00").replace("z", "+00:00"))
+        payload_us = int((when - _EPOCH).total_seconds() * 1_000_000) if when.tzinfo else None
+        pairs = [("event_id", event_id, event.get("event_id")), ("shipment_id", shipment_id, event.get("shipment_id")),
+                 ("event_type", event_type, event.get("event_type"))]
+    except (ValueError, KeyError, TypeError) as exc:
+        return f"payload is not a ShipmentEvent: {exc}"
+    for name, column, in_payload in pairs:
+        if column != in_payload:
+            return f"column {name} says {column!r}, the payload says {in_payload!r}"
+    if payload_us is not None and abs(payload_us - event_time_us) > 1:
+        return f"column event_time differs from the payload's {event['event_time']}"
+    if partition is not None and kafka_partition != partition:
+        return f"column kafka_partition says {kafka_partition}, the log is partition {partition}"
+    return None
 
 
 def audit(db: Database, verifier: Verifier | None, progress: Callable[[int], None] = lambda n: None) -> AuditReport:
@@ -118,7 +142,8 @@ def _audit_log(db: Database, log_id: str, report: AuditReport, progress: Callabl
     last_offset = -1
     done = 0
     batch: list[bytes] = []
-    for index, stored, payload, event_id, offset in _leaves(db, log_id):
+    partition = int(log_id.rsplit("/", 1)[1]) if log_id.rsplit("/", 1)[-1].isdigit() else None
+    for index, stored, payload, event_id, offset, *columns in _leaves(db, log_id):
         if index != tree.size:
             fail(None, f"leaf {tree.size} is missing (next stored leaf is {index})" if index > tree.size
                  else f"leaf {index} is stored twice (event {event_id})")
@@ -128,6 +153,10 @@ def _audit_log(db: Database, log_id: str, report: AuditReport, progress: Callabl
         computed = hashlib.sha256(b"\x00" + payload.encode("utf-8")).digest()
         if not hmac.compare_digest(computed.hex(), stored):
             fail(None, f"leaf {index} (event {event_id}): payload hashes to {computed.hex()}, stored {stored}")
+        if columns[0] is not None:
+            mismatch = _column_mismatch(payload, event_id, columns, partition)
+            if mismatch:
+                fail(None, f"leaf {index} (event {event_id}): {mismatch}")
         if offset <= last_offset:
             fail(None, f"leaf {index} (event {event_id}): Kafka offset {offset} does not follow {last_offset}")
         last_offset = offset
@@ -155,6 +184,10 @@ def _audit_log(db: Database, log_id: str, report: AuditReport, progress: Callabl
     while block is not None:
         fail(block.height, f"block covers {block.tree_size} leaves but the store has only {tree.size}")
         block = next(pending, None)
+    sealed_size = blocks[-1].tree_size if blocks else 0
+    if tree.size > sealed_size:
+        fail(None, f"leaves {sealed_size}..{tree.size - 1} are in no block, so nothing vouches for them "
+                   "(expected only while the pipeline is still sealing: audit again once it is idle)")
     stored_tiles = {(lvl, idx): bytes(h) for lvl, idx, h in
                     db.fetch("SELECT level, idx, hashes FROM merkle_tiles WHERE log_id = ?", [log_id])}
     for tile_id, want in expected_tiles.items():
@@ -167,8 +200,13 @@ def _audit_log(db: Database, log_id: str, report: AuditReport, progress: Callabl
 
 def _audit_checkpoints(db: Database, verifier: Verifier | None, sealed: dict[str, dict[int, BlockHeader]],
                        report: AuditReport) -> None:
+    """Signatures, sequence order, and that every checkpoint signs blocks the store holds."""
     highest: dict[str, int] = {}
     last_sequence = -1
+    index: dict[int, set[tuple[str, int, int, str]]] = {}
+    for seq_, log_id_, height_, size_, hash_ in db.fetch(
+            "SELECT sequence, log_id, height, tree_size, block_hash FROM checkpoint_logs"):
+        index.setdefault(seq_, set()).add((log_id_, height_, size_, hash_))
     for row in db.fetch_dicts("SELECT sequence, note, logs FROM checkpoints ORDER BY sequence"):
         report.checkpoints += 1
         seq = row["sequence"]
@@ -191,6 +229,12 @@ def _audit_checkpoints(db: Database, verifier: Verifier | None, sealed: dict[str
             fail(f"sequence does not increase after {last_sequence}")
         last_sequence = seq
         named = json.loads(row["logs"]) if isinstance(row["logs"], str) else row["logs"]
+        signed = {(e.log_id, e.height, e.tree_size, e.block_hash.hex()) for e in cp.entries}
+        indexed = index.pop(seq, set())
+        for log_id, height, _, _ in sorted(signed - indexed):
+            fail(f"the index that picks checkpoints for proofs lacks its entry for {log_id}", log_id, height)
+        for log_id, height, _, _ in sorted(indexed - signed):
+            fail(f"the proof index names block {height} of {log_id}, which the note does not sign", log_id, height)
         for entry in cp.entries:
             log_id = entry.log_id
             block = sealed.get(log_id, {}).get(entry.height)

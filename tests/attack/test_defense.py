@@ -304,8 +304,6 @@ def test_spliced_event_copied_to_the_end_of_another_log(ledger: Ledger, db_file:
     find_break(report, LOG_B, None, "tile (0, 1) does not match")
 
 
-@pytest.mark.xfail(strict=True, reason="audit does not report leaves that no block covers: a leaf appended "
-                   "past the last block, with the tiles recomputed to match, audits clean")
 def test_spliced_event_copied_to_the_end_with_tiles_recomputed(ledger: Ledger, db_file: Path) -> None:
     size_b = len(ledger.event_ids[LOG_B])
     with tampering(db_file) as con:
@@ -327,8 +325,6 @@ def test_spliced_bundle_claims_another_log(ledger: Ledger) -> None:
     expect_step(bundle, ledger.verifier, "block")
 
 
-@pytest.mark.xfail(strict=True, reason="audit never compares the events columns (event_type, shipment_id, "
-                   "event_time, event_id, kafka_partition) with the payload they are copied from")
 def test_edited_event_columns_outside_the_payload(ledger: Ledger, db_file: Path) -> None:
     index = 10
     with tampering(db_file) as con:
@@ -611,8 +607,6 @@ def test_bundle_checked_with_the_wrong_key(ledger: Ledger) -> None:
     expect_step(exact_bundle(ledger), ledger.attacker.verifier, "checkpoint signature")
 
 
-@pytest.mark.xfail(strict=True, reason="audit never checks checkpoint_logs, the index Proofs.bundle uses to pick "
-                   "a checkpoint, against the signed notes")
 def test_checkpoint_index_rows_deleted(ledger: Ledger, db_file: Path) -> None:
     with tampering(db_file) as con:
         con.execute("DELETE FROM checkpoint_logs WHERE log_id = ?", [LOG_A])
