@@ -12,10 +12,13 @@ Bundle (JSON)::
      "leaf_index": 1234, "tree_size": 5000, "root": hex, "inclusion_path": [hex, ...],
      "block": {<header fields>, "block_hash": hex},
      "checkpoint": {"note": "...", "key_id": hex8,
-                    "consistency_path": [hex, ...]}}   # only when the checkpoint's tree is larger
+                    "chain": [{<header>, "block_hash": hex}, ...],   # only when the checkpoint
+                    "consistency_path": [hex, ...]}}                # names a later block
 
-When the checkpoint names a later block of the log than the bundle's, the
-consistency path proves the bundle's tree is a prefix of the checkpointed one.
+When the checkpoint names a later block of the log than the bundle's, `chain`
+holds the headers from the bundle's block up to the signed one, so the hash
+links tie the bundle's block to the signature, and the consistency path proves
+the bundle's tree is a prefix of the checkpointed one.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.core.blocks import BlockHeader
+from pipeline.core.blocks import BlockHeader, verify_link
 from pipeline.core.canonical import canonical_bytes
 from pipeline.core.checkpoint import open_checkpoint
 from pipeline.core.merkle import leaf_hash, verify_consistency, verify_inclusion
@@ -72,6 +75,7 @@ def build_bundle(
     checkpoint_note: str | None,
     checkpoint_key_id: bytes | None,
     consistency_path: Sequence[bytes] = (),
+    chain: Sequence[BlockHeader] = (),
 ) -> dict[str, Any]:
     """Assemble a bundle from what the store holds (pure)."""
     bundle: dict[str, Any] = {
@@ -88,7 +92,8 @@ def build_bundle(
     }
     if checkpoint_note is not None and checkpoint_key_id is not None:
         cp: dict[str, Any] = {"note": checkpoint_note, "key_id": checkpoint_key_id.hex()}
-        if consistency_path:
+        if chain:
+            cp["chain"] = [{**h.to_dict(), "block_hash": h.block_hash} for h in chain]
             cp["consistency_path"] = [h.hex() for h in consistency_path]
         bundle["checkpoint"] = cp
     return bundle
@@ -110,6 +115,29 @@ def _int(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidChallenge(f"{what} must be a non-negative integer, got {value!r}")
     return value
+
+
+def _check_chain(block: BlockHeader, raw_chain: Any, entry: Any, sequence: int) -> None:
+    """The headers after `block` must link, hash by hash, to the block the checkpoint signs."""
+    if not isinstance(raw_chain, list) or not raw_chain:
+        raise StepFailed("checkpoint chain", f"checkpoint {sequence} signs block {entry.height}, later than block "
+                                             f"{block.height}, but the bundle has no chain of headers between them")
+    previous = block
+    for i, raw in enumerate(raw_chain):
+        if not isinstance(raw, dict):
+            raise InvalidChallenge(f"checkpoint.chain[{i}] must be a block header object")
+        header = BlockHeader.from_dict(raw)
+        if header.log_id != block.log_id:
+            raise StepFailed("checkpoint chain", f"chain[{i}] belongs to {header.log_id}, not {block.log_id}")
+        try:
+            verify_link(previous, header)
+        except InvalidProof as exc:
+            raise StepFailed("checkpoint chain", str(exc)) from None
+        previous = header
+    if previous.height != entry.height or not hmac.compare_digest(previous.block_hash, entry.block_hash.hex()) \
+            or previous.tree_size != entry.tree_size or not hmac.compare_digest(previous.root, entry.root.hex()):
+        raise StepFailed("checkpoint chain", f"the chain ends at block {previous.height} ({previous.block_hash}), "
+                                             f"the checkpoint signs block {entry.height} ({entry.block_hash.hex()})")
 
 
 def verify_bundle(bundle: Any, verifier: Verifier, witnesses: Iterable[Verifier] = ()) -> Verified:
@@ -180,6 +208,7 @@ def verify_bundle(bundle: Any, verifier: Verifier, witnesses: Iterable[Verifier]
             raise StepFailed("checkpoint coverage", f"checkpoint {cp.sequence} signs block {entry.height} "
                                                     f"as {entry.block_hash.hex()}, bundle has {block.block_hash}")
     else:
+        _check_chain(block, cp_raw.get("chain"), entry, cp.sequence)
         raw_cons = cp_raw.get("consistency_path")
         if not isinstance(raw_cons, list):
             raise StepFailed("checkpoint consistency", f"checkpoint {cp.sequence} signs a later block "

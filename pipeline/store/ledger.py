@@ -245,7 +245,7 @@ class Proofs:
                            "block yet: ask again in a moment")
         block = covering[2]
         path = inclusion_path(index, block.tree_size, self._reader(log_id, block.tree_size))
-        note, key_id, cons = None, None, []
+        note, key_id, cons, chain = None, None, [], []
         cp = self.checkpoints.first_at_least(log_id, block.height)
         cp_row = self._checkpoint(cp[1]) if cp is not None else None
         if cp_row is not None:
@@ -255,7 +255,8 @@ class Proofs:
             if entry["height"] > block.height:
                 cons = consistency_path(block.tree_size, entry["tree_size"],
                                         self._reader(log_id, entry["tree_size"]))
-        return build_bundle(json.loads(payload), log_id, index, path, block, note, key_id, cons)
+                chain = [self._block(log_id, h) for h in range(block.height + 1, entry["height"] + 1)]
+        return build_bundle(json.loads(payload), log_id, index, path, block, note, key_id, cons, chain)
 
     def _checkpoint(self, sequence: int) -> dict[str, Any] | None:
         row = self._checkpoint_rows.get(sequence)

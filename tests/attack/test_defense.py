@@ -465,8 +465,6 @@ def test_block_with_recomputed_hash_in_bundle_against_its_own_checkpoint(ledger:
     expect_step(bundle, ledger.verifier, "checkpoint coverage")
 
 
-@pytest.mark.xfail(strict=True, reason="verify_bundle does not authenticate the block header when the checkpoint "
-                   "names a later block: only tree_size and root are tied to it, by the consistency path")
 def test_block_with_recomputed_hash_in_bundle_against_a_later_checkpoint(ledger: Ledger) -> None:
     bundle = later_bundle(ledger)
     bundle["block"]["created_at"] = "2020-01-01T00:00:00Z"
@@ -476,8 +474,6 @@ def test_block_with_recomputed_hash_in_bundle_against_a_later_checkpoint(ledger:
         verify_bundle(bundle, ledger.verifier)
 
 
-@pytest.mark.xfail(strict=True, reason="verify_bundle accepts an empty consistency path from a block to a "
-                   "'later' checkpointed block of the same tree size, so the block's height can be forged")
 def test_block_height_forged_with_an_empty_consistency_path(ledger: Ledger) -> None:
     bundle = exact_bundle(ledger)
     bundle["block"].update(height=0, prev_block_hash="0" * 64)

@@ -60,7 +60,8 @@ class Log:
         path = inclusion_path(index, block.tree_size, self.reader(block.tree_size))
         cons = consistency_path(block.tree_size, head.tree_size, self.reader(head.tree_size))
         event = json.loads(ACCEPTED[index][1])
-        return build_bundle(event, LOG_ID, index, path, block, self.note, SIGNER.key_id, cons)
+        chain = self.blocks[block.height + 1 :]
+        return build_bundle(event, LOG_ID, index, path, block, self.note, SIGNER.key_id, cons, chain)
 
 
 def build_log(n: int, cuts: set[int]) -> Log:
