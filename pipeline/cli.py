@@ -367,6 +367,24 @@ def audit(db: Path | None, key: str | None, quiet: bool) -> None:
 
 
 @main.command()
+@click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The witness's own signing key (created on first use; default <data_dir>/witness.key).")
+@click.option("--name", default="provenance.local/witness", show_default=True, help="The witness's key name.")
+@click.option("--store", "store_url", help="URL of the store to fetch consistency proofs from (default: the running store).")
+@click.option("--log-key", help="Pin the log's verifier key (string or file); default: fetched from the store once.")
+def witness(key_file: Path | None, name: str, store_url: str | None, log_key: str | None) -> None:
+    """An independent witness: cosigns each checkpoint consistent with the last one it cosigned."""
+    from pipeline.witness import run_witness
+
+    settings = load_settings()
+    url = store_url or _store_url(settings) or f"http://{settings.store.host}:{settings.store.port}"
+    try:
+        run_witness(settings, key_file or settings.data_dir / "witness.key", name, url, log_key)
+    except PipelineError as exc:
+        raise fail_on(exc) from None
+
+
+@main.command()
 @click.option("--write", is_flag=True, help="Write schemas/shipment-event.v1.json.")
 @click.option("--path", type=click.Path(dir_okay=False, path_type=Path),
               default=Path("schemas/shipment-event.v1.json"), show_default=True)
