@@ -4,7 +4,7 @@
 
 1. Pre-loads N simulated events into `shipment-events` (kafka-python producer).
 2. Peer: a bare aiokafka consumer reads the same N records (no processing).
-3. Ours: worker and store as real processes drain that backlog; the rate is
+3. Ours: workers (one consumer group) and the store as real processes drain that backlog; the rate is
    measured from the first row in DuckDB to the last (process start-up is
    reported apart), i.e. produced → validated → sealed → published → in DuckDB.
 Prints both rates and their ratio. Figures, not a test.
@@ -61,19 +61,40 @@ async def raw_consume(settings: Settings, n: int) -> float:
         await c.stop()
 
 
+def faust_noop(settings: Settings, n: int, workdir: Path) -> float:
+    """The same records through a faust worker that does nothing but ack: the framework's ceiling."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENANCE_")}
+    env["PROVENANCE_KAFKA"] = settings.kafka
+    out = workdir / "faust-noop.result"
+    proc = spawn([sys.executable, str(Path(__file__).with_name("faust_noop.py")),
+                  settings.topics.name(settings.topics.events), "bench-faust-noop", str(n), str(out)], env,
+                 workdir / "faust-noop.log")
+    try:
+        deadline = time.perf_counter() + 600
+        while time.perf_counter() < deadline:
+            time.sleep(0.5)
+            for line in (out.read_text().splitlines() if out.exists() else []):
+                if "done " in line:
+                    count, seconds = line[line.index("done "):].split()[1:3]
+                    return int(count) / float(seconds)
+        raise SystemExit(f"the faust no-op worker did not finish; see {out}")
+    finally:
+        stop(proc, signal.SIGTERM, 20)
+
+
 def rows(url: str) -> int:
     with urllib.request.urlopen(f"{url}/health", timeout=10) as r:
         t = json.loads(r.read())["tables"]
     return int(t["events"] + t["dead_letters"])
 
 
-def pipeline_rate(settings: Settings, n: int, workdir: Path) -> tuple[float, float]:
+def pipeline_rate(settings: Settings, n: int, workdir: Path, workers: int) -> tuple[float, float]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENANCE_")}
     env.update(PROVENANCE_KAFKA=settings.kafka, PROVENANCE_DATA_DIR=str(workdir),
                PROVENANCE_STORE__PORT=str(settings.store.port))
     cli = [sys.executable, "-m", "pipeline.cli"]
     t0 = time.perf_counter()
-    worker = spawn([*cli, "worker"], env, workdir / "worker.log")
+    worker_procs = [spawn([*cli, "worker"], env, workdir / f"worker-{i}.log") for i in range(workers)]
     store = spawn([*cli, "serve"], env, workdir / "store.log")
     url = f"http://127.0.0.1:{settings.store.port}"
     try:
@@ -94,7 +115,8 @@ def pipeline_rate(settings: Settings, n: int, workdir: Path) -> tuple[float, flo
             if now - t0 > 600:
                 raise SystemExit(f"pipeline stalled at {count} of {n}; see {workdir}")
     finally:
-        stop(worker, signal.SIGTERM, 20)
+        for w in worker_procs:
+            stop(w, signal.SIGTERM, 20)
         stop(store, signal.SIGTERM, 20)
 
 
@@ -102,6 +124,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--events", type=int, default=100_000)
     ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--workers", type=int, default=2, help="worker processes in the consumer group")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings(topics={"partitions": args.partitions})
@@ -109,12 +132,15 @@ def main() -> None:
             settings = base.with_overrides(kafka=broker.bootstrap, store__port=free_port())
             produced = preload(settings, args.events)
             raw = asyncio.run(raw_consume(settings, args.events))
-            ours, startup = pipeline_rate(settings, args.events, Path(tmp))
-    print(f"events:                       {args.events:,} on {args.partitions} partitions")
+            noop = faust_noop(settings, args.events, Path(tmp))
+            ours, startup = pipeline_rate(settings, args.events, Path(tmp), args.workers)
+    print(f"events:                       {args.events:,} on {args.partitions} partitions, {args.workers} worker(s)")
     print(f"producer (kafka-python):      {produced:,.0f} events/s")
     print(f"raw aiokafka consume (peer):  {raw:,.0f} records/s")
+    print(f"faust no-op agent (1 worker): {noop:,.0f} records/s  (framework ceiling, nothing done per record)")
     print(f"end to end, into DuckDB:      {ours:,.0f} events/s  (start-up {startup:.1f} s not counted)")
     print(f"ratio ours / raw consume:     {ours / raw:.3f}")
+    print(f"ratio ours / faust no-op:     {ours / noop:.3f}")
 
 
 if __name__ == "__main__":

@@ -62,13 +62,15 @@ def main(verbose: int) -> None:
 @click.option("--rate", type=click.FloatRange(min=1), default=500, show_default=True, help="Simulated events per second.")
 @click.option("--port", type=click.IntRange(0, 65535), help="HTTP port of the store (default from settings).")
 @click.option("--seed", type=int, default=7, show_default=True, help="Simulator seed.")
-def demo(duration: float | None, rate: float, port: int | None, seed: int) -> None:
+@click.option("--workers", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="Worker processes (one consumer group; at most one per partition does work).")
+def demo(duration: float | None, rate: float, port: int | None, seed: int, workers: int) -> None:
     """The whole system on this machine: broker, workers, store and a simulated fleet."""
     from pipeline.demo import run_demo
 
     settings = load_settings(store__port=port)
     try:
-        sys.exit(run_demo(settings, duration=duration, rate=rate, seed=seed))
+        sys.exit(run_demo(settings, duration=duration, rate=rate, seed=seed, workers=workers))
     except PipelineError as exc:
         raise fail_on(exc) from None
 

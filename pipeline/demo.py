@@ -76,7 +76,7 @@ def _status(url: str, bootstrap: str, topic: str) -> Status:
                   t["blocks"], t.get("checkpoints", 0))
 
 
-def run_demo(settings: Settings, duration: float | None, rate: float, seed: int) -> int:
+def run_demo(settings: Settings, duration: float | None, rate: float, seed: int, workers: int = 2) -> int:
     """Run until Ctrl-C or `duration`; return the exit code."""
     data = settings.data_dir
     data.mkdir(parents=True, exist_ok=True)
@@ -92,7 +92,9 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int)
     try:
         env = _child_env(settings, broker.bootstrap)
         print(f"broker at {broker.bootstrap}; starting worker and store (logs in {logs}) ...", flush=True)
-        children["worker"] = spawn([*cli, "worker"], env, logs / "worker.log")
+        # Workers form one consumer group: partitions are shared out, one core each at most.
+        for n in range(workers):
+            children[f"worker-{n}"] = spawn([*cli, "worker"], env, logs / f"worker-{n}.log")
         children["store"] = spawn([*cli, "serve"], env, logs / "store.log")
         url = _wait_for_store(settings, children["store"], logs / "store.log")
         producer_env = dict(env, PROVENANCE_PRODUCER__MALFORMED_SHARE=str(max(settings.producer.malformed_share, 0.01)))
@@ -124,7 +126,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int)
         status = _drain(url, broker.bootstrap, topic, status)
         print(status.line(time.monotonic() - started), flush=True)
     finally:
-        for name in ("producer", "worker", "store"):
+        for name in ["producer", *[n for n in children if n.startswith("worker")], "store"]:
             proc = children.pop(name, None)
             if proc is not None:
                 stop(proc, signal.SIGTERM, timeout=15)
