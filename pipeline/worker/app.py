@@ -13,6 +13,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline.core import wire
+from pipeline.errors import LedgerError
 from pipeline.settings import Settings
 from pipeline.worker.sequencer import LedgerSequencer
 
@@ -69,15 +70,19 @@ class _BlockReader:
         end = (await self.consumer.end_offsets([tp]))[tp]
         if end == 0:
             return None
+        # Some brokers report the end of a multi-record batch as one past its first
+        # record, so read forward from there to the real end and keep the last block.
         self.consumer.seek(tp, end - 1)
+        last = None
         while True:
-            batch = await self.consumer.getmany(tp, timeout_ms=5000)
-            for msg in batch.get(tp, []):
-                if msg.offset == end - 1:
-                    return wire.decode_block(msg.value)
-            position = await self.consumer.position(tp)
-            if position >= end:
-                return None
+            batch = await self.consumer.getmany(tp, timeout_ms=1000)
+            messages = batch.get(tp, [])
+            if not messages:
+                break
+            last = messages[-1]
+        if last is None:
+            raise LedgerError(f"{self.topic}[{partition}] reports {end} records but none could be read")
+        return wire.decode_block(last.value)
 
     async def close(self) -> None:
         if self.consumer is not None:
@@ -127,7 +132,12 @@ def build_app(settings: Settings) -> faust.App:
     async def ledger(stream: Any) -> None:
         """Validate, dead-letter, append, seal: one batch at a time."""
         async for events in stream.noack().take_events(settings.worker.batch_size, settings.worker.batch_within):
-            await sequencer.handle([_FaustRecord(e) for e in events])
+            # Records fetched under an earlier assignment belong to whoever owns the
+            # partition now: left unacked, they are read again from the committed offset.
+            # (_FaustRecord holds a reference on every record, so take_events cannot ack them either.)
+            records = [_FaustRecord(e) for e in events]
+            generation = app.consumer_generation_id
+            await sequencer.handle([r for r in records if r.event.message.generation_id == generation])
 
     @app.timer(interval=min(settings.ledger.max_age / 4, 0.5))
     async def seal_due() -> None:

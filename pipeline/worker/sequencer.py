@@ -5,7 +5,8 @@ crashes and rebalances (see docs/design.md):
 
 1. A record is acknowledged only after the block holding it is published and
    the broker confirmed delivery (or, for a rejected record, after its
-   dead letter was delivered).
+   dead letter was delivered and every accepted record below it was acked),
+   so acks, and with them the committed offset, never pass an unsealed record.
 2. Each partition's state is loaded from its commit point, the last message of
    `ledger.blocks` partition p, before any of its records is handled; records
    below that block's `last_offset` are replays and are skipped.
@@ -198,8 +199,32 @@ class LedgerSequencer:
                 state.pending_since = self.clock()
             if len(plog.pending) >= self.max_events:
                 await self._seal(p, state)
-        for r, delivery in dead:
+        for _, delivery in dead:
             await delivery
+        if dead:
+            self._ack_in_order(state, [r for r, _ in dead])
+
+    def _ack_in_order(self, state: _Partition, records: list[Record]) -> None:
+        """Ack delivered dead-lettered records, but never before an accepted record below them.
+
+        faust commits the end of a run of acked offsets and does not check that
+        the run starts at the committed offset when none is known yet (nor
+        over a hole of one record), so a dead letter acked while earlier
+        accepted records are unsealed can move the committed offset past
+        them: a crash or revocation then loses them.
+        """
+        if state.log.pending:
+            state.waiting.extend(records)  # acked with the block that seals the earlier records
+        elif state.publishing:
+            state.publishing.append(asyncio.ensure_future(self._ack_after(state.publishing[-1], records)))
+        else:
+            for r in records:
+                r.ack()
+
+    @staticmethod
+    async def _ack_after(previous: asyncio.Task[None], records: list[Record]) -> None:
+        await previous
+        for r in records:
             r.ack()
 
     async def _seal(self, p: int, state: _Partition) -> None:

@@ -259,12 +259,18 @@ def test_rejected_records_go_to_the_dead_letter_topic() -> None:
         assert "not UTF-8" in headers[2]["error"]
 
         assert not handling.done() and broker.acks == []  # nothing acked before its dead letter is delivered
-        broker.deliver(dead[:2])
-        await settle()
-        assert broker.acked() == [1, 3]
         broker.deliver(dead)
         await handling
-        assert broker.acked() == [1, 3, 4]
+        # Delivered, but offset 0 is not sealed yet: acks never pass an unsealed event,
+        # or the committed offset could skip it (faust commits over a hole of one).
+        assert broker.acked() == []
+        draining = asyncio.ensure_future(seq.drain())  # seals offsets 0, 2 and 5
+        for _ in range(10):  # entries first, then the block: deliver each as it is sent
+            await settle()
+            broker.deliver_all()
+        await draining
+        await settle()
+        assert broker.acked() == [0, 1, 2, 3, 4, 5]
 
         await seq.seal_due()  # max_age not reached: nothing sealed
         assert seq.counters.rejected == 3 and seq.counters.accepted == 3
