@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -123,7 +124,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
             interrupted = True
         print("\nstopping: producer first, then letting the pipeline drain ...", flush=True)
         stop(children.pop("producer"), signal.SIGINT)
-        status = _drain(url, broker.bootstrap, topic, status)
+        status = _drain(url, broker.bootstrap, topic, status, _sent_by_producer(logs / "producer.log"))
         print(status.line(time.monotonic() - started), flush=True)
     finally:
         for name in ["producer", *[n for n in children if n.startswith("worker")], "store"]:
@@ -153,8 +154,25 @@ def _wait_for_store(settings: Settings, proc: Any, log_file: Path, timeout: floa
     raise PipelineError(f"the store did not answer within {timeout:.0f}s; see {log_file}")
 
 
-def _drain(url: str, bootstrap: str, topic: str, last: Status, timeout: float = 30) -> Status:
-    """Wait until everything produced is in DuckDB (accepted or dead-lettered), or the timeout."""
+def _sent_by_producer(log_file: Path) -> int | None:
+    """What the producer reported as acknowledged by the broker (its last words), if it said."""
+    try:
+        lines = log_file.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        match = re.search(r"sent ([\d,]+) events", line)
+        if match:
+            return int(match.group(1).replace(",", ""))
+    return None
+
+
+def _drain(url: str, bootstrap: str, topic: str, last: Status, sent: int | None, timeout: float = 30) -> Status:
+    """Wait until everything produced is in DuckDB (accepted or dead-lettered), or the timeout.
+
+    The producer's own count is the truth when it has one: some brokers report a
+    topic's end offset short of a batch that has just landed.
+    """
     deadline = time.monotonic() + timeout
     status, previous = last, None
     while time.monotonic() < deadline:
@@ -163,6 +181,8 @@ def _drain(url: str, bootstrap: str, topic: str, last: Status, timeout: float = 
         except (OSError, ValueError, KeyError):
             time.sleep(0.5)
             continue
+        if sent is not None:
+            status.produced = max(status.produced, sent)
         # Done when everything produced is in DuckDB and nothing moved since the last look.
         if status.accepted + status.dead_lettered >= status.produced and status == previous:
             return status
