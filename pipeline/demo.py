@@ -32,10 +32,12 @@ class Status:
     dead_lettered: int = 0
     blocks: int = 0
     checkpoints: int = 0
+    cosigned: int = 0
 
     def line(self, elapsed: float) -> str:
         return (f"[{elapsed:5.0f}s] produced {self.produced:,}  accepted {self.accepted:,}  "
-                f"dead-lettered {self.dead_lettered:,}  blocks {self.blocks:,}  checkpoints {self.checkpoints:,}")
+                f"dead-lettered {self.dead_lettered:,}  blocks {self.blocks:,}  checkpoints {self.checkpoints:,}"
+                f" (witnessed {self.cosigned:,})")
 
 
 def _child_env(settings: Settings, bootstrap: str) -> dict[str, str]:
@@ -73,8 +75,12 @@ def _produced(bootstrap: str, topic: str) -> int:
 def _status(url: str, bootstrap: str, topic: str) -> Status:
     health = _get(f"{url}/health")
     t = health["tables"]
+    req = urllib.request.Request(f"{url}/sql", data=json.dumps({"query": "SELECT count(DISTINCT sequence) FROM cosignatures"}).encode(),
+                                 headers={"content-type": "application/json"}, method="POST")
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        cosigned = int(json.loads(resp.read())["rows"][0][0])
     return Status(_produced(bootstrap, topic), t["events"] + t.get("duplicate_leaves", 0), t["dead_letters"],
-                  t["blocks"], t.get("checkpoints", 0))
+                  t["blocks"], t.get("checkpoints", 0), cosigned)
 
 
 def run_demo(settings: Settings, duration: float | None, rate: float, seed: int, workers: int = 2) -> int:
@@ -103,8 +109,12 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
                                      producer_env, logs / "producer.log")
         with urllib.request.urlopen(f"{url}/checkpoints/key", timeout=5) as resp:
             key = resp.read().decode().strip()
+        # A witness with its own key: cosigns each checkpoint consistent with the last one it saw.
+        children["witness"] = spawn([*cli, "witness", "--store", url, "--log-key", key], env, logs / "witness.log")
+        witness_key = _witness_key(logs / "witness.log", children["witness"])
         print(f"\n  dashboard:  {url}/\n  SQL:        provenance sql \"select event_type, count(*) from events group by 1\"\n"
               f"  proofs:     provenance prove EVENT_ID -o proof.json && provenance verify proof.json --key {key}\n"
+              f"              (add --witness-key {witness_key} to require the witness's cosignature)\n"
               f"  Ctrl-C stops everything.\n", flush=True)
         topic = settings.topics.name(settings.topics.events)
         deadline = None if duration is None else time.monotonic() + duration
@@ -127,7 +137,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
         status = _drain(url, broker.bootstrap, topic, status, _sent_by_producer(logs / "producer.log"))
         print(status.line(time.monotonic() - started), flush=True)
     finally:
-        for name in ["producer", *[n for n in children if n.startswith("worker")], "store"]:
+        for name in ["producer", "witness", *[n for n in children if n.startswith("worker")], "store"]:
             proc = children.pop(name, None)
             if proc is not None:
                 stop(proc, signal.SIGTERM, timeout=15)
@@ -152,6 +162,22 @@ def _wait_for_store(settings: Settings, proc: Any, log_file: Path, timeout: floa
             pass
         time.sleep(0.2)
     raise PipelineError(f"the store did not answer within {timeout:.0f}s; see {log_file}")
+
+
+def _witness_key(log_file: Path, proc: Any, timeout: float = 20) -> str:
+    """The verifier key the witness prints when it starts."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            for line in log_file.read_text(errors="replace").splitlines():
+                if line.startswith("witness key: "):
+                    return line.split(": ", 1)[1].strip()
+        except OSError:
+            pass
+        if proc.poll() is not None:
+            raise PipelineError(f"the witness exited with code {proc.returncode}; see {log_file}")
+        time.sleep(0.2)
+    raise PipelineError(f"the witness did not start within {timeout:.0f}s; see {log_file}")
 
 
 def _sent_by_producer(log_file: Path) -> int | None:

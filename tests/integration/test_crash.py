@@ -62,36 +62,32 @@ class Stream:
     malformed: int
 
 
-def simulated(valid: int, seed: int) -> Stream:
-    """`valid` simulated events with the fleet's own malformed lines mixed in (MALFORMED_SHARE)."""
-    fleet = Fleet(seed, datetime(2026, 5, 4, tzinfo=timezone.utc), malformed_share=MALFORMED_SHARE)
-    records: list[tuple[bytes | None, bytes]] = []
-    ids: set[str] = set()
-    malformed = 0
-    for rec in fleet.records():
-        records.append((rec.key, rec.value))
-        if rec.is_valid:
-            ids.add(json.loads(rec.value)["event_id"])
-            if len(ids) == valid:
-                break
-        else:
-            malformed += 1
-    assert len(ids) == valid and len(records) == valid + malformed, "simulator repeated an event_id"
-    return Stream(records, ids, malformed)
-
-
 class Producer:
-    """produce_records in a thread, rate-limited, so workers can be killed while it runs."""
+    """Simulated events, rate-limited, in a thread, until `stop()`: workers are killed while it runs.
 
-    def __init__(self, settings: Any, records: list[tuple[bytes | None, bytes]], rate: float) -> None:
+    Production is open-ended so that slow restarts on a loaded machine can never
+    outlast it; what was sent is known exactly afterwards (`stream()`).
+    """
+
+    def __init__(self, settings: Any, seed: int, rate: float, limit: int) -> None:
+        self.fleet = Fleet(seed, datetime(2026, 5, 4, tzinfo=timezone.utc), malformed_share=MALFORMED_SHARE)
+        self.limit = limit
+        self.sent: list[tuple[bytes | None, bytes, bool]] = []
+        self.stopping = threading.Event()
         self.report: ProduceReport | None = None
         self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, args=(settings, records, rate), daemon=True,
-                                       name="producer")
+        self.thread = threading.Thread(target=self._run, args=(settings, rate), daemon=True, name="producer")
 
-    def _run(self, settings: Any, records: list[tuple[bytes | None, bytes]], rate: float) -> None:
+    def _records(self) -> Any:
+        for rec in self.fleet.records():
+            if self.stopping.is_set() or len(self.sent) >= self.limit:
+                return
+            self.sent.append((rec.key, rec.value, rec.is_valid))
+            yield rec.key, rec.value
+
+    def _run(self, settings: Any, rate: float) -> None:
         try:
-            self.report = produce_records(settings, records, rate=rate, count=None, progress=False)
+            self.report = produce_records(settings, self._records(), rate=rate, count=None, progress=False)
         except BaseException as exc:  # noqa: BLE001 - handed to the test thread
             self.error = exc
 
@@ -99,13 +95,18 @@ class Producer:
         self.thread.start()
         return self
 
-    def join(self, timeout: float) -> ProduceReport:
+    def stop(self, timeout: float) -> Stream:
+        """Stop producing, wait for the last deliveries, and say what was sent."""
+        self.stopping.set()
         self.thread.join(timeout)
         assert not self.thread.is_alive(), f"the producer did not finish within {timeout:.0f}s"
         if self.error is not None:
             raise self.error
         assert self.report is not None
-        return self.report
+        assert self.report.failed == 0 and self.report.sent == len(self.sent), self.report
+        ids = [json.loads(value)["event_id"] for _, value, valid in self.sent if valid]
+        assert len(set(ids)) == len(ids), "simulator repeated an event_id"
+        return Stream([(k, v) for k, v, _ in self.sent], set(ids), sum(1 for *_, valid in self.sent if not valid))
 
 
 # ---- processes ----------------------------------------------------------------------------
@@ -393,12 +394,11 @@ def progress(cluster: Cluster, events: int, what: str, rng: random.Random) -> No
 
 def test_kill_9_under_load(cluster: Cluster) -> None:
     """One worker, killed with SIGKILL four times while events stream in, restarted each time."""
-    stream = simulated(VALID, seed=23)
     rng = random.Random(5)
     step = VALID // 10
     cluster.start_store()
     cluster.start_worker("worker-a")
-    producer = Producer(cluster.settings, stream.records, RATE).start()
+    producer = Producer(cluster.settings, seed=23, rate=RATE, limit=4 * VALID).start()
 
     progress(cluster, step, "before the first kill", rng)
     cluster.kill("worker-a")
@@ -413,12 +413,11 @@ def test_kill_9_under_load(cluster: Cluster) -> None:
     cluster.start_worker("worker-a")
     # ... and once more under load.
     progress(cluster, step, "before the fourth kill", rng)
-    assert producer.thread.is_alive(), "the producer finished before the last kill: lower RATE or raise VALID"
     cluster.kill("worker-a")
     cluster.start_worker("worker-a")
+    progress(cluster, step, "after the last restart", rng)
 
-    report = producer.join(LANDED_TIMEOUT)
-    assert report.sent == len(stream.records) and report.failed == 0
+    stream = producer.stop(LANDED_TIMEOUT)
     key = wait_landed(cluster, stream)
     tables = cluster.tables()
     cluster.stop_all()
@@ -429,14 +428,13 @@ def test_kill_9_under_load(cluster: Cluster) -> None:
 def test_partitions_move_between_two_workers(cluster: Cluster) -> None:
     """Two workers in one group: one leaves (SIGTERM, later SIGKILL) and comes back, under load."""
     valid = VALID * 3 // 4
-    stream = simulated(valid, seed=31)
     rng = random.Random(7)
     step = valid // 12
     every = set(range(cluster.settings.topics.partitions))
     cluster.start_store()
     cluster.start_worker("worker-a")
     cluster.start_worker("worker-b")
-    producer = Producer(cluster.settings, stream.records, RATE).start()
+    producer = Producer(cluster.settings, seed=31, rate=RATE, limit=4 * valid).start()
 
     def split() -> bool:
         b = cluster.owns("worker-b")
@@ -447,7 +445,6 @@ def test_partitions_move_between_two_workers(cluster: Cluster) -> None:
         wait_for(split, RESTART_TIMEOUT, f"the partitions to be split between worker-a and worker-b ({what})")
         # Longer than the burst that follows every rebalance (consumption pauses while the group re-forms).
         progress(cluster, 2 * step, f"both workers ({what})", rng)
-        assert producer.thread.is_alive(), "the producer finished before worker-b left: lower RATE or raise VALID"
         rebalances = len(cluster.assignments("worker-a"))
         cluster.kill("worker-b", sig)
         # worker-b's partitions move to worker-a ...
@@ -458,8 +455,8 @@ def test_partitions_move_between_two_workers(cluster: Cluster) -> None:
         cluster.start_worker("worker-b")
 
     wait_for(split, RESTART_TIMEOUT, "worker-b to take partitions back")
-    report = producer.join(LANDED_TIMEOUT)
-    assert report.sent == len(stream.records) and report.failed == 0
+    progress(cluster, step, "both workers again", rng)
+    stream = producer.stop(LANDED_TIMEOUT)
     key = wait_landed(cluster, stream)
     tables = cluster.tables()
     cluster.stop_all()
