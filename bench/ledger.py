@@ -24,16 +24,8 @@ from collections.abc import Callable, Iterator
 
 from pymerkle import InmemoryTree
 
-from pipeline.core.merkle import (
-    CompactRange,
-    consistency_path,
-    inclusion_path,
-    leaf_hash,
-    leaf_hashes,
-    root_from_nodes,
-    verify_consistency,
-    verify_inclusion,
-)
+from pipeline.core.merkle import CompactRange, leaf_hash, leaf_hashes, root_from_nodes
+from pipeline.core.proofs import consistency_path, inclusion_path, verify_consistency, verify_inclusion
 from pipeline.core.tiles import TileBuilder, TileId, TileNodeReader
 
 BATCH = 1000  # leaves per ledger batch, as a stream processor would take them

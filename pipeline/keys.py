@@ -51,6 +51,15 @@ def _read_signer(path: Path, name: str) -> Signer:
     return signer
 
 
+def fsync_directory(directory: Path) -> None:
+    """Flush a directory's entries, so a file just renamed or linked into it survives a crash."""
+    dir_fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
 def _create_signer(path: Path, name: str) -> Signer | None:
     """Write a new key next to `path` and link it into place; None if another process won."""
     signer = Signer(os.urandom(32), name)
@@ -69,11 +78,7 @@ def _create_signer(path: Path, name: str) -> Signer | None:
         return None
     finally:
         tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(path.parent)
     log.info("created checkpoint signing key %s; verifier key %s", path, signer.verifier_key)
     return signer
 

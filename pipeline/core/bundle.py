@@ -31,8 +31,9 @@ from typing import Any
 from pipeline.core.blocks import BlockHeader, verify_link
 from pipeline.core.canonical import canonical_bytes
 from pipeline.core.checkpoint import open_checkpoint
-from pipeline.core.merkle import leaf_hash, verify_consistency, verify_inclusion
+from pipeline.core.merkle import leaf_hash
 from pipeline.core.note import Verifier, parse_note
+from pipeline.core.proofs import verify_consistency, verify_inclusion
 from pipeline.errors import InvalidChallenge, InvalidProof, PipelineError
 
 BUNDLE_VERSION = 1

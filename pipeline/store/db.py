@@ -1,4 +1,4 @@
-"""The one module that opens DuckDB: schema, idempotent ingest, lookups and sandboxed SQL.
+"""The one module that opens DuckDB: schema, idempotent ingest, lookups; user SQL via the sandbox.
 
 DuckDB lets one process hold a file for writing and no other process open it,
 so the store owns the file; readers come through its HTTP API (per-request
@@ -8,24 +8,22 @@ cursors), or open the file read-only when no store runs.
 from __future__ import annotations
 
 import json
-import math
 import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, time as dtime, timedelta, timezone
-from decimal import Decimal
+from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import duckdb
 import pyarrow as pa
 
 from pipeline.core.blocks import BlockHeader
-from pipeline.errors import NotFound, QueryRejected, StoreError
-
-_ALLOWED_STATEMENTS = {"SELECT", "EXPLAIN"}
+from pipeline.errors import NotFound, StoreError
+from pipeline.store.sandbox import QueryResult, run_query
+# pipeline/store/http.py takes json_value from here.
+from pipeline.store.sandbox import json_value as json_value
 
 
 @dataclass
@@ -53,13 +51,6 @@ class IngestResult:
     conflicts: int = 0
     dead_letters: int = 0
     checkpoints: int = 0
-
-
-@dataclass(frozen=True)
-class QueryResult:
-    columns: list[str]
-    rows: list[list[Any]]
-    truncated: bool = False
 
 
 def _now() -> datetime:
@@ -349,78 +340,4 @@ class Database:
 
     def query(self, sql: str, row_cap: int, timeout: float) -> QueryResult:
         """Run one read-only statement in a fresh cursor, interrupted after `timeout` seconds."""
-        check_read_only(self.con, sql)
-        cur = self.cursor()
-        # A SELECT can still hide a write (EXPLAIN ANALYZE DELETE, a data-modifying CTE):
-        # a read-only transaction makes DuckDB refuse any of them.
-        cur.execute("BEGIN TRANSACTION READ ONLY")
-        timer = threading.Timer(timeout, cur.interrupt)
-        timer.start()
-        try:
-            cur.execute(sql)
-            columns = [d[0] for d in cur.description or []]
-            rows = cur.fetchmany(row_cap + 1)
-        except duckdb.InterruptException:
-            raise QueryRejected(f"query cancelled after {timeout:g}s (statement timeout)") from None
-        except duckdb.TransactionException as exc:
-            raise QueryRejected(f"read-only: {_first_line(exc)}") from None
-        except duckdb.Error as exc:
-            raise QueryRejected(_first_line(exc)) from None
-        finally:
-            timer.cancel()
-            try:
-                cur.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
-            cur.close()
-        truncated = len(rows) > row_cap
-        return QueryResult(columns, [[json_value(v) for v in row] for row in rows[:row_cap]], truncated)
-
-
-def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
-    """Refuse anything but a single SELECT (or EXPLAIN) statement."""
-    if not isinstance(sql, str) or not sql.strip():
-        raise QueryRejected("empty query")
-    try:
-        statements = con.extract_statements(sql)
-    except duckdb.Error as exc:
-        raise QueryRejected(_first_line(exc)) from None
-    if len(statements) != 1:
-        raise QueryRejected(f"one statement per query, got {len(statements)}")
-    kind = statements[0].type.name
-    if kind not in _ALLOWED_STATEMENTS:
-        raise QueryRejected(f"read-only: {kind} statements are not allowed, only SELECT")
-
-
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-def json_value(v: Any) -> Any:
-    """A DuckDB value as plain JSON."""
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None  # JSON has no NaN or infinity
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, datetime):
-        return v.isoformat()
-    if isinstance(v, (date, dtime)):
-        return v.isoformat()
-    if isinstance(v, timedelta):
-        return v.total_seconds()
-    if isinstance(v, Decimal):
-        return float(v)
-    if isinstance(v, (bytes, bytearray, memoryview)):
-        return bytes(v).hex()
-    if isinstance(v, UUID):
-        return str(v)
-    if isinstance(v, dict):
-        return {str(k): json_value(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [json_value(x) for x in v]
-    return str(v)
-
-
-def rows_as_dicts(columns: Iterable[str], rows: Iterable[Sequence[Any]]) -> list[dict[str, Any]]:
-    cols = list(columns)
-    return [dict(zip(cols, row)) for row in rows]
+        return run_query(self.con, sql, row_cap, timeout)

@@ -27,9 +27,9 @@ from aiokafka.errors import KafkaError
 from pipeline.core.blocks import BlockHeader
 from pipeline.core.bundle import build_bundle
 from pipeline.core.checkpoint import Checkpoint, CheckpointEntry, parse_checkpoint, sign_checkpoint
-from pipeline.core.merkle import consistency_path, inclusion_path
-from pipeline.core.note import Signer
 from pipeline.core.merkle import HASH_SIZE
+from pipeline.core.note import Signer
+from pipeline.core.proofs import consistency_path, inclusion_path
 from pipeline.core.tiles import TileBuilder, TileNodeReader, partial_tile_ids, tile_width
 from pipeline.errors import InvalidChallenge, LedgerError, NotFound
 from pipeline.keys import load_or_create_signer

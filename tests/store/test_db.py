@@ -20,7 +20,8 @@ from pipeline.core.blocks import BlockHeader
 from pipeline.core.ledger import PartitionLog, accept
 from pipeline.core.merkle import leaf_hash
 from pipeline.errors import NotFound, QueryRejected
-from pipeline.store.db import Database, IngestBatch, json_value
+from pipeline.store.db import Database, IngestBatch
+from pipeline.store.sandbox import json_value
 
 LOG = "shipment-events/2"
 TABLES = ("events", "duplicate_leaves", "blocks", "block_conflicts", "dead_letters", "consumer_offsets")

@@ -21,14 +21,14 @@ from pipeline.core.blocks import BlockHeader
 from pipeline.core.bundle import StepFailed, build_bundle, verify_bundle
 from pipeline.core.checkpoint import Checkpoint, CheckpointEntry, sign_checkpoint
 from pipeline.core.ledger import PartitionLog, accept
-from pipeline.core.merkle import (
+from pipeline.core.note import Signer
+from pipeline.core.proofs import (
     consistency_path,
     inclusion_path,
     reference_consistency_path,
     reference_inclusion_path,
     verify_consistency,
 )
-from pipeline.core.note import Signer
 from pipeline.core.tiles import TileBuilder, TileNodeReader
 from pipeline.errors import InvalidProof
 

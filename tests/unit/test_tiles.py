@@ -13,15 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.core.merkle import (
-    MemoryTree,
-    consistency_path,
-    inclusion_path,
-    leaf_hash,
-    root_from_nodes,
-    verify_consistency,
-    verify_inclusion,
-)
+from pipeline.core.merkle import MemoryTree, leaf_hash, root_from_nodes
+from pipeline.core.proofs import consistency_path, inclusion_path, verify_consistency, verify_inclusion
 from pipeline.core.tiles import (
     TILE_HEIGHT,
     TileBuilder,

@@ -2,7 +2,7 @@
 
 Every root, path and probe is checked; probes whose outcome is a matter of
 verifier policy are asserted against the policy documented in
-`pipeline/core/merkle.py`, not against upstream's.
+`pipeline/core/proofs.py`, not against upstream's.
 """
 
 from __future__ import annotations
@@ -14,16 +14,12 @@ from typing import Any
 
 import pytest
 
-from pipeline.core.merkle import (
-    CompactRange,
-    MemoryTree,
+from pipeline.core.merkle import CompactRange, MemoryTree, leaf_hash, root_from_nodes, root_of
+from pipeline.core.proofs import (
     consistency_path,
     inclusion_path,
-    leaf_hash,
     reference_consistency_path,
     reference_inclusion_path,
-    root_from_nodes,
-    root_of,
     verify_consistency,
     verify_inclusion,
 )

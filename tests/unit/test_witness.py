@@ -15,18 +15,12 @@ from pathlib import Path
 import pytest
 
 from pipeline.core.checkpoint import Checkpoint, CheckpointEntry, sign_checkpoint
-from pipeline.core.merkle import MemoryTree, consistency_path, leaf_hash, root_from_nodes
+from pipeline.core.merkle import MemoryTree, leaf_hash, root_from_nodes
 from pipeline.core.note import Signature, Signer, add_signature, parse_note, verify_note
+from pipeline.core.proofs import consistency_path
+from pipeline.core.witness import Cosignature, ProofUnavailable, Refused, Witness
 from pipeline.errors import ConfigError, InvalidProof
-from pipeline.witness import (
-    Cosignature,
-    ProofUnavailable,
-    Refused,
-    Witness,
-    load_state,
-    save_state,
-    state_path,
-)
+from pipeline.witness import load_state, save_state, state_path
 
 ORIGIN = "provenance.test/ledger"
 WITNESS = "witness.test/w1"
