@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 
 import faust
@@ -20,7 +21,8 @@ def main() -> None:
     topic_name, group, n, result = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
     app = faust.App(group, broker=f"kafka://{os.environ['PROVENANCE_KAFKA']}", value_serializer="raw",
                     key_serializer="raw", store="memory://", web_enabled=False, topic_allow_declare=False,
-                    consumer_auto_offset_reset="earliest", stream_wait_empty=False)
+                    consumer_auto_offset_reset="earliest", stream_wait_empty=False,
+                    datadir=tempfile.mkdtemp(prefix="faust-noop-"))
     topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
     seen = {"n": 0, "t0": 0.0}
 

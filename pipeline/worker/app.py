@@ -99,6 +99,7 @@ def build_app(settings: Settings) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
+        datadir=str(settings.data_dir / "worker"),
         web_enabled=settings.worker.web_port != 0,
         web_port=settings.worker.web_port or 6066,
         topic_partitions=topics.partitions,
