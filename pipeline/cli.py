@@ -241,7 +241,7 @@ def _print_rows(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
         click.echo(json.dumps([dict(zip(columns, r)) for r in rows], ensure_ascii=False, indent=None))
         return
     if fmt == "csv":
-        w = csv.writer(sys.stdout)
+        w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(columns)
         w.writerows(rows)
         return
