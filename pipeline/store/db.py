@@ -314,15 +314,6 @@ class Database:
         rows = self.fetch_dicts("SELECT * FROM checkpoints ORDER BY sequence DESC LIMIT 1")
         return rows[0] if rows else None
 
-    def checkpoint_covering(self, log_id: str, height: int) -> dict[str, Any] | None:
-        """The earliest checkpoint that names block `height` of the log or a later one."""
-        rows = self.fetch_dicts(
-            "SELECT c.* FROM checkpoints c JOIN (SELECT min(sequence) AS sequence FROM checkpoint_logs"
-            " WHERE log_id = ? AND height >= ?) m USING (sequence)",
-            [log_id, height],
-        )
-        return rows[0] if rows else None
-
     def cosignature_lines(self, sequence: int) -> list[str]:
         return [r[0] for r in self.fetch("SELECT line FROM cosignatures WHERE sequence = ? ORDER BY witness",
                                          [sequence])]
