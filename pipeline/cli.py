@@ -55,6 +55,10 @@ def main(verbose: int) -> None:
     """Supply-chain provenance: shipment events in, a verifiable ledger and SQL out."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        # The Kafka clients log every retry; the commands report what failed themselves.
+        for name in ("kafka", "aiokafka"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 @main.command()
