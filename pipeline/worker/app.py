@@ -93,6 +93,8 @@ class _BlockReader:
 def build_app(settings: Settings) -> faust.App:
     """The worker app with its agents, timers and rebalance hooks."""
     topics = settings.topics
+    # faust creates its data folder without parents; the worker may start before anything else did.
+    (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.worker.group_id,
         broker=f"kafka://{settings.kafka}",
