@@ -30,6 +30,7 @@ from pipeline.store.ledger import Checkpointer, Proofs
 
 LOG = "shipment-events/0"
 BLOCK = 500
+CHECKPOINT_EVERY = 10  # blocks
 
 
 def build(path: Path, n: int) -> tuple[Database, Signer]:
@@ -61,9 +62,15 @@ def build(path: Path, n: int) -> tuple[Database, Signer]:
         for (level, index), tile in tiles.append(hashes).items():
             staged[(LOG, level, index)] = tile
         done += len(rows)
-    db.ingest(IngestBatch(blocks=blocks, tiles=staged))
-    print(f"  tiles+blocks: {time.perf_counter() - t:6.1f} s ({len(staged):,} tiles, {len(blocks):,} blocks)")
-    Checkpointer(Settings(), db, signer).cut(datetime.now(timezone.utc))
+    db.ingest(IngestBatch(tiles=staged))
+    # Blocks arrive a few at a time and a checkpoint is cut between, as in a running store
+    # (a checkpoint every 5 s, a block every second or so per log).
+    checkpointer = Checkpointer(Settings(), db, signer)
+    for i in range(0, len(blocks), CHECKPOINT_EVERY):
+        db.ingest(IngestBatch(blocks=blocks[i : i + CHECKPOINT_EVERY]))
+        checkpointer.cut(datetime.now(timezone.utc))
+    print(f"  tiles+blocks: {time.perf_counter() - t:6.1f} s ({len(staged):,} tiles, {len(blocks):,} blocks, "
+          f"{checkpointer.signed:,} checkpoints)")
     return db, signer
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 from pipeline.core.canonical import canonical_bytes
@@ -40,7 +40,7 @@ class BlockHeader:
     created_at: str
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return {name: getattr(self, name) for name in HEADER_FIELDS}
 
     @property
     def block_hash(self) -> str:
@@ -70,7 +70,9 @@ def block_hash(header: dict[str, Any]) -> str:
     64
     """
     fields = {k: v for k, v in header.items() if k != "block_hash"}
-    return hashlib.sha256(canonical_bytes(fields)).hexdigest()
+    # ASCII strings and small integers: json.dumps writes the very bytes JCS does.
+    simple = all((type(v) is int and abs(v) < 2**53) or (type(v) is str and v.isascii()) for v in fields.values())
+    return hashlib.sha256(canonical_bytes(fields, simple)).hexdigest()
 
 
 def seal_block(
