@@ -66,6 +66,7 @@ class StoreSettings(_Group):
     row_cap: int = Field(default=10_000, ge=1)
     batch_rows: int = Field(default=5_000, ge=1)
     flush_interval: float = Field(default=0.25, gt=0)
+    tile_cache: int = Field(default=65_536, ge=16, description="Merkle tiles kept in memory (8 KiB each)")
 
 
 class WorkerSettings(_Group):

@@ -137,12 +137,15 @@ class TileCache:
     A full tile never changes, so it is cached for good (LRU-bounded). A
     right-edge tile grows in place and a longer copy serves any smaller tree
     (it is read as a prefix), so a cached edge tile is reused while it is long
-    enough and re-read when a request needs more of it.
+    enough and re-read when a request needs more of it. The store writes every
+    tile through this cache as it ingests (`remember`), so a warm store reads
+    DuckDB for tiles only after a restart or an eviction.
     """
 
-    def __init__(self, db: Database, capacity: int = 50_000) -> None:
+    def __init__(self, db: Database, capacity: int = 50_000, derived: int = 4_096) -> None:
         self.db = db
         self.capacity = capacity
+        self.derived = derived
         self._tiles: OrderedDict[tuple[str, int, int], bytes] = OrderedDict()
         self._lock = threading.Lock()
         self.full: dict[str, _Lru] = {}
@@ -150,7 +153,16 @@ class TileCache:
     def full_tiles(self, log_id: str) -> _Lru:
         """Derived levels of full tiles of one log, shared by every proof."""
         with self._lock:
-            return self.full.setdefault(log_id, _Lru(self.capacity))
+            return self.full.setdefault(log_id, _Lru(self.derived))
+
+    def remember(self, tiles: dict[tuple[str, int, int], bytes]) -> None:
+        """Keep tiles just written to DuckDB (after their transaction committed)."""
+        with self._lock:
+            for key, tile in tiles.items():
+                self._tiles[key] = tile
+                self._tiles.move_to_end(key)
+            while len(self._tiles) > self.capacity:
+                self._tiles.popitem(last=False)
 
     def fetcher(self, log_id: str, size: int) -> Callable[[int, int], bytes]:
         def fetch(level: int, index: int) -> bytes:
@@ -218,10 +230,10 @@ class _Index:
 class Proofs:
     """Answers proof requests from tiles, blocks and checkpoints."""
 
-    def __init__(self, db: Database, signer: Signer | None) -> None:
+    def __init__(self, db: Database, signer: Signer | None, tile_cache: int = 50_000) -> None:
         self.db = db
         self.signer = signer
-        self.tiles = TileCache(db)
+        self.tiles = TileCache(db, tile_cache)
         # (tree_size, height, header): the first block whose tree covers a leaf. Blocks never change.
         self.blocks = _Index(lambda log_id, after: [(r["tree_size"], r["height"], header_of(r)) for r in db.fetch_dicts(
             "SELECT * FROM blocks WHERE log_id = ? AND height > ? ORDER BY height", [log_id, after])])
@@ -321,7 +333,7 @@ class LedgerService:
         self.signer = load_or_create_signer(settings.key_path, settings.ledger.key_name)
         self.tiles = TileMaintainer(db)
         self.checkpointer = Checkpointer(settings, db, self.signer)
-        self.proofs = Proofs(db, self.signer)
+        self.proofs = Proofs(db, self.signer, settings.store.tile_cache)
         self._task: asyncio.Task[None] | None = None
 
     def banner(self) -> str:

@@ -38,6 +38,7 @@ class Store:
         self.url = ""
         self.ledger = LedgerService(settings, self.db)
         self.ingestor.preprocessors.append(self.ledger.tiles)
+        self.ingestor.listeners.append(lambda batch: self.ledger.proofs.tiles.remember(batch.tiles))
         self.api.ledger = self.ledger
         self.extensions: list[Any] = [self.ledger]  # services started with the store
 
