@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
@@ -45,12 +45,18 @@ class IngestBatch:
 
 @dataclass
 class IngestResult:
+    """Rows one batch added (replays add none)."""
+
     events: int = 0
     duplicates: int = 0
     blocks: int = 0
     conflicts: int = 0
     dead_letters: int = 0
     checkpoints: int = 0
+
+    def add(self, other: IngestResult) -> None:
+        for f in fields(IngestResult):
+            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
 
 
 def _now() -> datetime:

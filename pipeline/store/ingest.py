@@ -20,20 +20,16 @@ from aiokafka.errors import KafkaError
 from pipeline.core import wire
 from pipeline.errors import BrokerError, InvalidChallenge
 from pipeline.settings import Settings
-from pipeline.store.db import Database, IngestBatch
+from pipeline.store.db import Database, IngestBatch, IngestResult
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class IngestStats:
+class IngestStats(IngestResult):
+    """Totals since the store started."""
+
     polls: int = 0
-    events: int = 0
-    duplicates: int = 0
-    blocks: int = 0
-    conflicts: int = 0
-    dead_letters: int = 0
-    checkpoints: int = 0
     replayed: int = 0
     malformed: int = 0
     lag: dict[str, int] = field(default_factory=dict)
@@ -119,14 +115,8 @@ class Ingestor:
                 pre(batch)
             result = await asyncio.to_thread(self.db.ingest, batch)
             self.committed.update(batch.offsets)
-            s = self.stats
-            s.polls += 1
-            s.events += result.events
-            s.duplicates += result.duplicates
-            s.blocks += result.blocks
-            s.conflicts += result.conflicts
-            s.dead_letters += result.dead_letters
-            s.checkpoints += result.checkpoints
+            self.stats.polls += 1
+            self.stats.add(result)
             if result.conflicts:
                 log.error("FORK: %d block(s) conflict with recorded blocks at the same height", result.conflicts)
             for listener in self.listeners:
