@@ -94,11 +94,7 @@ def pipeline_rate(settings: Settings, n: int, workdir: Path, workers: int) -> tu
                PROVENANCE_STORE__PORT=str(settings.store.port))
     cli = [sys.executable, "-m", "pipeline.cli"]
     t0 = time.perf_counter()
-    worker_procs = []
-    for i in range(workers):
-        if i:
-            time.sleep(5)  # members joining at the same instant can be left without partitions
-        worker_procs.append(spawn([*cli, "worker"], env, workdir / f"worker-{i}.log"))
+    worker_procs = [spawn([*cli, "worker"], env, workdir / f"worker-{i}.log") for i in range(workers)]
     store = spawn([*cli, "serve"], env, workdir / "store.log")
     url = f"http://127.0.0.1:{settings.store.port}"
     try:

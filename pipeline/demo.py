@@ -100,11 +100,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
         env = _child_env(settings, broker.bootstrap)
         print(f"broker at {broker.bootstrap}; starting worker and store (logs in {logs}) ...", flush=True)
         # Workers form one consumer group: partitions are shared out, one core each at most.
-        # Later ones join a moment after the first: the embedded broker can leave members that
-        # join at the same instant without partitions.
         for n in range(workers):
-            if n:
-                time.sleep(5)
             children[f"worker-{n}"] = spawn([*cli, "worker"], env, logs / f"worker-{n}.log")
         children["store"] = spawn([*cli, "serve"], env, logs / "store.log")
         url = _wait_for_store(settings, children["store"], logs / "store.log")
