@@ -58,29 +58,31 @@ def _get(url: str, timeout: float = 5) -> Any:
         return json.loads(resp.read())
 
 
-def _produced(bootstrap: str, topic: str) -> int:
-    """Records on the events topic: the sum of its partitions' end offsets."""
-    from kafka import KafkaConsumer, TopicPartition
+class _Produced:
+    """Records on the events topic: the sum of its partitions' end offsets, through one consumer."""
 
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="provenance-demo", group_id=None,
-                             enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        ends = consumer.end_offsets([TopicPartition(topic, p) for p in parts])
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        from kafka import KafkaConsumer
+
+        self.topic = topic
+        self.consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="provenance-demo", group_id=None,
+                                      enable_auto_commit=False)
+
+    def __call__(self) -> int:
+        from kafka import TopicPartition
+
+        parts = self.consumer.partitions_for_topic(self.topic) or set()
+        ends = self.consumer.end_offsets([TopicPartition(self.topic, p) for p in parts])
         return int(sum(ends.values()))
-    finally:
-        consumer.close()
+
+    def close(self) -> None:
+        self.consumer.close()
 
 
-def _status(url: str, bootstrap: str, topic: str) -> Status:
-    health = _get(f"{url}/health")
-    t = health["tables"]
-    req = urllib.request.Request(f"{url}/sql", data=json.dumps({"query": "SELECT count(DISTINCT sequence) FROM cosignatures"}).encode(),
-                                 headers={"content-type": "application/json"}, method="POST")
-    with urllib.request.urlopen(req, timeout=5) as resp:
-        cosigned = int(json.loads(resp.read())["rows"][0][0])
-    return Status(_produced(bootstrap, topic), t["events"] + t.get("duplicate_leaves", 0), t["dead_letters"],
-                  t["blocks"], t.get("checkpoints", 0), cosigned)
+def _status(url: str, produced: _Produced) -> Status:
+    t = _get(f"{url}/health")["tables"]
+    return Status(produced(), t["events"] + t["duplicate_leaves"], t["dead_letters"], t["blocks"],
+                  t["checkpoints"], t["cosigned_checkpoints"])
 
 
 def run_demo(settings: Settings, duration: float | None, rate: float, seed: int, workers: int = 1) -> int:
@@ -116,7 +118,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
               f"  proofs:     provenance prove EVENT_ID -o proof.json && provenance verify proof.json --key {key}\n"
               f"              (add --witness-key {witness_key} to require the witness's cosignature)\n"
               f"  Ctrl-C stops everything.\n", flush=True)
-        topic = settings.topics.name(settings.topics.events)
+        produced = _Produced(broker.bootstrap, settings.topics.name(settings.topics.events))
         deadline = None if duration is None else time.monotonic() + duration
         status = Status()
         try:
@@ -126,7 +128,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
                     if proc.poll() is not None and name != "producer":
                         raise PipelineError(f"the {name} exited with code {proc.returncode}; see {logs / (name + '.log')}")
                 try:
-                    status = _status(url, broker.bootstrap, topic)
+                    status = _status(url, produced)
                 except (OSError, ValueError, KeyError):
                     continue
                 print("\r" + status.line(time.monotonic() - started), end="", flush=True)
@@ -134,7 +136,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
             interrupted = True
         print("\nstopping: producer first, then letting the pipeline drain ...", flush=True)
         stop(children.pop("producer"), signal.SIGINT)
-        status = _drain(url, broker.bootstrap, topic, status, _sent_by_producer(logs / "producer.log"))
+        status = _drain(url, produced, status, _sent_by_producer(logs / "producer.log"))
+        produced.close()
         print(status.line(time.monotonic() - started), flush=True)
     finally:
         for name in ["producer", "witness", *[n for n in children if n.startswith("worker")], "store"]:
@@ -193,7 +196,7 @@ def _sent_by_producer(log_file: Path) -> int | None:
     return None
 
 
-def _drain(url: str, bootstrap: str, topic: str, last: Status, sent: int | None, timeout: float = 30) -> Status:
+def _drain(url: str, produced: _Produced, last: Status, sent: int | None, timeout: float = 30) -> Status:
     """Wait until everything produced is in DuckDB (accepted or dead-lettered), or the timeout.
 
     The producer's own count is the truth when it has one: some brokers report a
@@ -203,7 +206,7 @@ def _drain(url: str, bootstrap: str, topic: str, last: Status, sent: int | None,
     status, previous = last, None
     while time.monotonic() < deadline:
         try:
-            status = _status(url, bootstrap, topic)
+            status = _status(url, produced)
         except (OSError, ValueError, KeyError):
             time.sleep(0.5)
             continue

@@ -22,8 +22,6 @@ import pyarrow as pa
 from pipeline.core.blocks import BlockHeader
 from pipeline.errors import NotFound, StoreError
 from pipeline.store.sandbox import QueryResult, run_query
-# pipeline/store/http.py takes json_value from here.
-from pipeline.store.sandbox import json_value as json_value
 
 
 @dataclass
@@ -328,9 +326,11 @@ class Database:
         row = self.fetch(
             "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM blocks),"
             " (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM checkpoints),"
-            " (SELECT count(*) FROM duplicate_leaves), (SELECT count(*) FROM block_conflicts)"
+            " (SELECT count(*) FROM duplicate_leaves), (SELECT count(*) FROM block_conflicts),"
+            " (SELECT count(DISTINCT sequence) FROM cosignatures)"
         )[0]
-        names = ("events", "blocks", "dead_letters", "checkpoints", "duplicate_leaves", "block_conflicts")
+        names = ("events", "blocks", "dead_letters", "checkpoints", "duplicate_leaves", "block_conflicts",
+                 "cosigned_checkpoints")
         return dict(zip(names, (int(v) for v in row)))
 
     # ---- user SQL ----------------------------------------------------------------------

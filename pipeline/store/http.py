@@ -18,7 +18,8 @@ from aiohttp import web
 from pipeline.core.ledger import accept
 from pipeline.errors import InvalidChallenge, InvalidEvent, NotFound, PipelineError, QueryRejected
 from pipeline.settings import Settings
-from pipeline.store.db import Database, json_value
+from pipeline.store.db import Database
+from pipeline.store.sandbox import json_value
 
 log = logging.getLogger(__name__)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import signal
 import subprocess
@@ -15,9 +13,8 @@ from typing import Any
 
 import pytest
 from conftest import http_json, settings_env, wait_for
+from ledger_checks import check_chain
 
-from pipeline.core.blocks import GENESIS_HASH, BlockHeader, block_hash
-from pipeline.core.merkle import root_of
 from pipeline.core.simulator import Fleet
 from pipeline.procs import spawn, stop
 from pipeline.producer import produce_records
@@ -156,26 +153,7 @@ def check_store(db: Database, ids: set[str]) -> None:
     logs = [r[0] for r in db.fetch("SELECT DISTINCT log_id FROM events ORDER BY 1")]
     assert logs, "no logs"
     for log_id in logs:
-        leaves = db.fetch("SELECT leaf_index, leaf_hash, payload FROM events WHERE log_id = ? ORDER BY leaf_index",
-                          [log_id])
-        assert [r[0] for r in leaves] == list(range(len(leaves))), f"{log_id}: leaf indices not contiguous"
-        hashes = []
-        for _, leaf_hex, payload in leaves:
-            h = hashlib.sha256(b"\x00" + payload.encode()).digest()
-            assert h.hex() == leaf_hex
-            hashes.append(h)
-        previous: BlockHeader | None = None
-        blocks = db.fetch_dicts("SELECT * FROM blocks WHERE log_id = ? ORDER BY height", [log_id])
-        assert blocks, f"{log_id} has no blocks"
-        for b in blocks:
-            claimed = b.pop("block_hash")
-            header = BlockHeader(**b)
-            assert block_hash(header.to_dict()) == claimed
-            assert header.height == (0 if previous is None else previous.height + 1)
-            assert header.prev_block_hash == (GENESIS_HASH if previous is None else previous.block_hash)
-            assert root_of(hashes[: header.tree_size]).hex() == header.root, f"{log_id} block {header.height}"
-            previous = header
-        assert previous is not None and previous.tree_size == len(hashes)
+        check_chain(db, log_id)
 
 
 def test_bad_post_is_refused_with_field_errors_and_nothing_reaches_kafka(running: Any) -> None:
