@@ -407,5 +407,9 @@ def schema(write: bool, path: Path) -> None:
         click.echo(text, nl=False)
 
 
+from pipeline.forecast_cli import forecast  # noqa: E402  (after main: it reuses main's error helpers)
+
+main.add_command(forecast)
+
 if __name__ == "__main__":
     main()

@@ -29,6 +29,7 @@ class TopicSettings(_Group):
     blocks: str = "ledger.blocks"
     checkpoints: str = "ledger.checkpoints"
     cosignatures: str = "ledger.cosignatures"
+    demand: str = "analytics.demand"
     forecasts: str = "analytics.forecasts"
     anomalies: str = "analytics.anomalies"
 
@@ -40,7 +41,7 @@ class TopicSettings(_Group):
             self.name(t)
             for t in (
                 self.events, self.epcis, self.dead_letter, self.entries, self.blocks,
-                self.checkpoints, self.cosignatures, self.forecasts, self.anomalies,
+                self.checkpoints, self.cosignatures, self.demand, self.forecasts, self.anomalies,
             )
         ]
 

@@ -16,9 +16,10 @@ import json
 import math
 import random
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any, NamedTuple
 
+from pipeline.core.demand_profile import DemandProfile
 from pipeline.core.fleet_catalog import (
     B2B_WEEKLY,
     CARRIERS,
@@ -186,15 +187,12 @@ class _Run:
         # Event times are whole seconds: the start's fraction of a second is dropped.
         self.epoch = int(fleet.start.replace(microsecond=0).timestamp())
         utc = fleet.start.astimezone(timezone.utc)
-        self.day0 = (utc - datetime(utc.year, 1, 1, tzinfo=timezone.utc)).total_seconds() / 86400
         self.weekday0 = utc.weekday() + (utc.hour * 3600 + utc.minute * 60 + utc.second) / 86400
         self.tz = {s.gln: timezone(timedelta(hours=s.utc_offset)) for s in fleet.sites}
         self.lane_cum = _cumulative([lane.volume for lane in fleet.lanes])
         self.arrival_rate = 1.0 / (fleet.tick.total_seconds() * 6.0)
-        self.hour = -1
-        self.everything: tuple[list[Sku], list[float]] = ([], [])
-        self.by_setpoint: dict[float | None, tuple[list[Sku], list[float]]] = {}
-        self.cases: dict[str, float] = {}
+        self.demand = DemandProfile(fleet.seed, fleet.skus, fleet.sites)
+        self.mixes: dict[tuple[str, int], _Mix] = {}
         self.shipments = 0
         self.emitted = 0
 
@@ -253,7 +251,7 @@ class _Run:
         rng = self.rng
         lane = rng.choices(self.fleet.lanes, cum_weights=self.lane_cum)[0]
         carrier = lane.carriers[0] if len(lane.carriers) == 1 else rng.choice(lane.carriers)
-        items, setpoint = self.items(t0)
+        items, setpoint = self.items(t0, lane.origin)
         m = MODES[lane.mode]
         promise = self.epoch + t0 + sum(lane.segments) * m.buffer
         planned = datetime.fromtimestamp(math.ceil(promise / 3600) * 3600, self.tz[lane.destination.gln])
@@ -306,16 +304,19 @@ class _Run:
             steps.append((t, event_type, "o" if i < 2 else "d", attributes))
         return ship
 
-    def items(self, t: int) -> tuple[list[dict[str, Any]], float | None]:
-        """What the shipment carries: SKUs drawn by their demand at `t`, one temperature class."""
-        if t // 3600 != self.hour:
-            self.hour = t // 3600
-            self.refresh_mix(t)
+    def items(self, t: int, site: Site) -> tuple[list[dict[str, Any]], float | None]:
+        """What the shipment carries: SKUs drawn by their demand at `site` on its local day, one temperature class."""
+        day = 719163 + (self.epoch + t + site.utc_offset * 3600) // 86400  # proleptic ordinal of the local day
+        mix = self.mixes.get((site.gln, day))
+        if mix is None:
+            if len(self.mixes) > 4096:
+                self.mixes.clear()
+            mix = self.mixes[(site.gln, day)] = self.mix(site, day)
         rng = self.rng
-        pool, cum = self.everything
+        pool, cum = mix.everything
         first = rng.choices(pool, cum_weights=cum)[0]
         lines = [first]
-        pool, cum = self.by_setpoint[first.setpoint_c]
+        pool, cum = mix.by_setpoint[first.setpoint_c]
         for p in (0.45, 0.2, 0.08):
             if rng.random() < p:
                 extra = rng.choices(pool, cum_weights=cum)[0]
@@ -323,24 +324,39 @@ class _Run:
                     lines.append(extra)
         items = []
         for sku in lines:
-            mean = self.cases[sku.sku]
+            mean = mix.cases[sku.sku]
             cases = max(1, round(rng.gauss(mean, 0.3 * mean)))
             items.append({"sku": sku.sku, "quantity": cases * sku.case_pack})
         return items, first.setpoint_c
 
-    def refresh_mix(self, t: int) -> None:
-        day = self.day0 + t / 86400
-        wd = self.weekday(t)
-        weights: dict[str, float] = {}
-        for sku in self.fleet.skus:
-            season = 1.0 + sku.amplitude * math.cos(2 * math.pi * (day - sku.peak_day) / 365.25)
-            self.cases[sku.sku] = sku.cases * season
-            weights[sku.sku] = sku.weight * season * sku.weekly[wd]
+    def mix(self, site: Site, ordinal: int) -> _Mix:
+        """The SKU weights and order sizes at `site` on one local day, from the demand profile.
+
+        Shipments leave at a fixed weekly rhythm, so the profile's level (trend, season,
+        holidays) goes into the order size and its SKU shares into which SKUs are drawn.
+        """
+        day = date.fromordinal(ordinal)
+        profiles = [self.demand.get(s.sku, site.gln) for s in self.fleet.skus]
+        rates = [self.demand.rate(p, day) for p in profiles]
+        base = sum(p.base for p in profiles) or 1.0
+        level = min(5.0, max(0.1, sum(rates) / base / B2B_WEEKLY[(ordinal - 1) % 7] * _MEAN_B2B))
+        weights = {p.sku.sku: r + 1e-9 for p, r in zip(profiles, rates)}
+        cases = {p.sku.sku: max(1.0, p.order_cases * level) for p in profiles}
         skus = self.fleet.skus
-        self.everything = (list(skus), _cumulative([weights[s.sku] for s in skus]))
+        by_setpoint = {}
         for setpoint in {s.setpoint_c for s in skus}:
             same = [s for s in skus if s.setpoint_c == setpoint]
-            self.by_setpoint[setpoint] = (same, _cumulative([weights[s.sku] for s in same]))
+            by_setpoint[setpoint] = (same, _cumulative([weights[s.sku] for s in same]))
+        return _Mix((list(skus), _cumulative([weights[s.sku] for s in skus])), by_setpoint, cases)
+
+
+_MEAN_B2B = sum(B2B_WEEKLY) / 7
+
+
+class _Mix(NamedTuple):
+    everything: tuple[list[Sku], list[float]]
+    by_setpoint: dict[float | None, tuple[list[Sku], list[float]]]
+    cases: dict[str, float]
 
 
 def _cumulative(weights: Sequence[float]) -> list[float]:

@@ -34,11 +34,13 @@ class IngestBatch:
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     cosignatures: list[dict[str, Any]] = field(default_factory=list)
     tiles: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
+    demand: list[dict[str, Any]] = field(default_factory=list)
+    forecasts: list[dict[str, Any]] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return (len(self.entries) + len(self.blocks) + len(self.dead_letters) + len(self.checkpoints)
-                + len(self.cosignatures))
+                + len(self.cosignatures) + len(self.demand) + len(self.forecasts))
 
 
 @dataclass
@@ -55,6 +57,35 @@ class IngestResult:
     def add(self, other: IngestResult) -> None:
         for f in fields(IngestResult):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+def _insert_forecasting(cur: duckdb.DuckDBPyConnection, demand: list[dict[str, Any]],
+                        forecasts: list[dict[str, Any]]) -> None:
+    """Demand rows keep the larger total of a day (totals only grow); forecast rows are written once."""
+    if demand:
+        days: dict[tuple[str, str], float] = {}
+        for r in demand:
+            k = (r["series_key"], str(r["ds"]))
+            days[k] = max(days.get(k, 0.0), float(r["y"]))
+        cur.register("staged_demand", pa.table({
+            "series_key": [k for k, _ in days], "ds": pa.array([d for _, d in days]).cast(pa.date32()),
+            "y": list(days.values())}))
+        cur.execute("INSERT INTO demand SELECT * FROM staged_demand ON CONFLICT (series_key, ds) "
+                    "DO UPDATE SET y = greatest(demand.y, excluded.y)")
+        cur.unregister("staged_demand")
+    if forecasts:
+        cols = ("yhat", "yhat_lower", "yhat_upper", "yhat_lower_95", "yhat_upper_95")
+        cur.register("staged_forecasts", pa.table({
+            "series_key": [r["series_key"] for r in forecasts],
+            "ds": pa.array([str(r["ds"]) for r in forecasts]).cast(pa.date32()),
+            **{c: [float(r[c]) for r in forecasts] for c in cols},
+            "trained_at": pa.array([str(r["trained_at"]) for r in forecasts]),
+            "model": [json.dumps(r["model"], sort_keys=True) for r in forecasts],
+            "input_ledger": [json.dumps(r["input_ledger"], sort_keys=True) for r in forecasts]}))
+        cur.execute("INSERT INTO forecasts SELECT series_key, ds, yhat, yhat_lower, yhat_upper, yhat_lower_95, "
+                    "yhat_upper_95, CAST(trained_at AS TIMESTAMPTZ), model, input_ledger FROM staged_forecasts "
+                    "ON CONFLICT DO NOTHING")
+        cur.unregister("staged_forecasts")
 
 
 def _now() -> datetime:
@@ -131,6 +162,8 @@ class Database:
                     })
                     cur.register("staged_tiles", tiles)
                     cur.execute("INSERT OR REPLACE INTO merkle_tiles SELECT * FROM staged_tiles")
+                if batch.demand or batch.forecasts:
+                    _insert_forecasting(cur, batch.demand, batch.forecasts)
                 if batch.offsets:
                     cur.executemany(
                         "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?)",

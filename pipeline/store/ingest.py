@@ -35,6 +35,21 @@ class IngestStats(IngestResult):
     lag: dict[str, int] = field(default_factory=dict)
 
 
+_FORECAST_FIELDS = ("series_key", "ds", "yhat", "yhat_lower", "yhat_upper", "yhat_lower_95", "yhat_upper_95",
+                    "trained_at", "model", "input_ledger")
+
+
+def _rows(value: bytes, required: tuple[str, ...]) -> list[dict[str, Any]]:
+    """An analytics message: one JSON row or a list of them, each with every `required` field."""
+    body = json.loads(value)
+    rows = body if isinstance(body, list) else [body]
+    for r in rows:
+        missing = [f for f in required if f not in r]
+        if missing:
+            raise KeyError(f"row without {', '.join(missing)}")
+    return rows
+
+
 class Ingestor:
     """Polls ledger.entries, ledger.blocks, events.dead-letter and ledger.checkpoints into the database."""
 
@@ -47,8 +62,10 @@ class Ingestor:
         self.dead_topic = t.name(t.dead_letter)
         self.checkpoints_topic = t.name(t.checkpoints)
         self.cosignatures_topic = t.name(t.cosignatures)
+        self.demand_topic = t.name(t.demand)
+        self.forecasts_topic = t.name(t.forecasts)
         self.topics = [self.entries_topic, self.blocks_topic, self.dead_topic, self.checkpoints_topic,
-                       self.cosignatures_topic]
+                       self.cosignatures_topic, self.demand_topic, self.forecasts_topic]
         self.consumer: AIOKafkaConsumer | None = None
         self.stats = IngestStats()
         self.next_leaf: dict[str, int] = {}
@@ -166,6 +183,10 @@ class Ingestor:
             batch.checkpoints.append(json.loads(msg.value))
         elif topic == self.cosignatures_topic:
             batch.cosignatures.append(json.loads(msg.value))
+        elif topic == self.demand_topic:
+            batch.demand += _rows(msg.value, ("series_key", "ds", "y"))
+        elif topic == self.forecasts_topic:
+            batch.forecasts += _rows(msg.value, _FORECAST_FIELDS)
 
     async def lag(self) -> dict[str, int]:
         """Records on the broker not yet in DuckDB, per topic."""

@@ -98,3 +98,39 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     next_offset BIGINT NOT NULL,
     PRIMARY KEY (topic, partition)
 );
+-- Daily demand per series (sku=<sku>|site=<origin>, sku=<sku>, total) by the event's local day.
+-- Rows carry whole-day totals, which only grow: a replayed or stale row never lowers one.
+CREATE TABLE IF NOT EXISTS demand (
+    series_key  VARCHAR NOT NULL,
+    ds          DATE NOT NULL,
+    y           DOUBLE NOT NULL,
+    PRIMARY KEY (series_key, ds)
+);
+-- Forecasts, history kept by trained_at; model names the ensemble, its members and weights;
+-- input_ledger is, per log, the tree size of the ledger the fit read.
+CREATE TABLE IF NOT EXISTS forecasts (
+    series_key     VARCHAR NOT NULL,
+    ds             DATE NOT NULL,
+    yhat           DOUBLE NOT NULL,
+    yhat_lower     DOUBLE NOT NULL,
+    yhat_upper     DOUBLE NOT NULL,
+    yhat_lower_95  DOUBLE NOT NULL,
+    yhat_upper_95  DOUBLE NOT NULL,
+    trained_at     TIMESTAMPTZ NOT NULL,
+    model          JSON NOT NULL,
+    input_ledger   JSON NOT NULL,
+    PRIMARY KEY (series_key, trained_at, ds)
+);
+-- Live accuracy: every stored forecast day whose actual is in, with its error and interval hits.
+CREATE OR REPLACE VIEW forecast_scores AS
+SELECT f.series_key, f.ds, f.trained_at, (f.ds - CAST(f.trained_at AS DATE)) AS lead_days,
+       f.yhat, d.y, d.y - f.yhat AS error,
+       d.y BETWEEN f.yhat_lower AND f.yhat_upper AS in_80,
+       d.y BETWEEN f.yhat_lower_95 AND f.yhat_upper_95 AS in_95
+FROM forecasts f JOIN demand d USING (series_key, ds);
+CREATE OR REPLACE VIEW forecast_coverage AS
+SELECT CASE WHEN series_key = 'total' THEN 'total' WHEN series_key LIKE '%|site=%' THEN 'sku_site' ELSE 'sku' END
+           AS level,
+       count(*) AS scored, avg(CAST(in_80 AS DOUBLE)) AS coverage_80, avg(CAST(in_95 AS DOUBLE)) AS coverage_95,
+       avg(abs(error)) AS mae
+FROM forecast_scores GROUP BY 1;

@@ -1,0 +1,105 @@
+"""A refresh round: fallback below 14 days, coherent hierarchy, ordered intervals, calibrated pools, backtest."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+import numpy as np
+import pytest
+
+from pipeline.core.backtest import Series, run_backtest
+from pipeline.core.conformal import ConformalIntervals
+from pipeline.core.demand_profile import DemandProfile
+from pipeline.core.forecast_round import SeriesJob, assemble, fit_series
+from pipeline.core.forecast_scoring import ForecastScorer
+from pipeline.core.reconcile import METHODS, reconcile
+from pipeline.errors import ConfigError
+
+FIRST = date(2026, 1, 5)
+
+
+def test_short_history_falls_back_to_seasonal_naive_and_says_so() -> None:
+    fit = fit_series(SeriesJob("sku=A|site=S", FIRST, np.array([3.0, 0, 4, 5, 1, 0, 2, 3, 4]), 28))
+    assert fit.model["name"] == "seasonal_naive" and "< 14" in fit.model["fallback"]
+    assert fit.first_ds == FIRST + timedelta(days=9) and len(fit.yhat) == 28
+
+
+def test_a_refit_is_warm_and_scores_the_forecast_it_made() -> None:
+    y = DemandProfile(4).sample(DemandProfile(4).series()[3], FIRST, 90)
+    first = fit_series(SeriesJob("sku=A|site=S", FIRST, y[:76], 14))
+    again = fit_series(SeriesJob("sku=A|site=S", FIRST, y, 14, first.state))
+    assert again.model["prophet_warm_start"] is True
+    assert again.state is not None and len(again.state["state"]["errors"]) == 14
+    weights = [m["weight"] for m in again.model["members"]]
+    assert abs(sum(weights) - 1) < 1e-3 and len(set(weights)) > 1
+    assert {m["name"] for m in again.model["members"]} >= {"prophet", "seasonal_naive", "ets", "tsb"}
+
+
+def hierarchy_forecasts(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    f = {f"sku={s}|site={t}": rng.uniform(0, 10, 7) for s in "AB" for t in "123"}
+    f.update({"sku=A": rng.uniform(10, 40, 7), "sku=B": rng.uniform(10, 40, 7), "total": rng.uniform(30, 80, 7)})
+    return f
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "none"])
+def test_reconciled_levels_add_up_and_stay_non_negative(method: str) -> None:
+    f = hierarchy_forecasts(np.random.default_rng(1))
+    hist = {k: np.ones(28) * (i + 1) for i, k in enumerate(f)}
+    out = reconcile(f, method, {k: 1.0 + i for i, k in enumerate(f)}, hist)
+    for sku in "AB":
+        assert np.allclose(out[f"sku={sku}"], sum(out[f"sku={sku}|site={t}"] for t in "123"))
+    assert np.allclose(out["total"], out["sku=A"] + out["sku=B"])
+    assert all((v >= 0).all() for v in out.values())
+    with pytest.raises(ConfigError):
+        reconcile(f, "middle_out")
+
+
+def test_rows_have_ordered_intervals() -> None:
+    rng = np.random.default_rng(2)
+    hist = {k: rng.poisson(5, 60).astype(float) for k in hierarchy_forecasts(rng)}
+    fits = [fit_series(SeriesJob(k, FIRST, y, 7)) for k, y in hist.items()]
+    pools = ConformalIntervals(min_pool=5)
+    for r in rng.normal(0, 1, 200):
+        pools.update("site/smooth", int(rng.integers(0, 7)), float(r))
+    rows = assemble(fits, hist, pools, "bottom_up")
+    assert len(rows) == 7 * len(hist)
+    for r in rows:
+        assert 0 <= r.yhat_lower_95 <= r.yhat_lower <= r.yhat <= r.yhat_upper <= r.yhat_upper_95
+        assert r.model["reconciliation"] == "bottom_up"
+
+
+def test_conformal_intervals_cover_what_they_say_on_exchangeable_residuals() -> None:
+    rng = np.random.default_rng(7)
+    pools = ConformalIntervals(capacity=500, min_pool=50)
+    scorer = ForecastScorer(pools)
+    day = FIRST
+    for i in range(600):
+        yhat = np.array([100.0])
+        lo, hi, lo95, hi95 = pools.interval("site/smooth", yhat, 10.0)
+        scorer.issue("k", day, yhat, lo, hi, lo95, hi95, 10.0, "site/smooth")
+        scorer.observe("k", day, float(100 + 10 * rng.standard_t(5)))
+        day += timedelta(days=1)
+    cov = scorer.coverage["site/smooth"]
+    assert 0.75 <= cov.rate80 <= 0.85 and 0.92 <= cov.rate95 <= 0.98
+
+
+def small_series(seed: int) -> list[Series]:
+    p = DemandProfile(seed)
+    picked = [s for s in p.series() if s.sku.sku == "FOOD-0007"][:2]
+    first = date(2026, 1, 1)
+    ys = {s.key: p.sample(s, first, 70) for s in picked}
+    out = [Series(k, first, y) for k, y in ys.items()]
+    total = sum(ys.values())
+    return out + [Series("sku=FOOD-0007", first, total), Series("total", first, total)]
+
+
+def test_backtest_is_deterministic_for_a_seed() -> None:
+    a = run_backtest(small_series(3), horizon=7, folds=1, warmup=1)
+    b = run_backtest(small_series(3), horizon=7, folds=1, warmup=1)
+    for model in a.scores:
+        assert a.summary(model) == b.summary(model)
+    assert a.ensemble_method == b.ensemble_method
+    assert a.summary("prophet")["series"] == 4
+    assert a.summary("ensemble/mint_wls")["negative"] == 0
+    with pytest.raises(ConfigError):
+        run_backtest(small_series(3)[:1] + [Series("x", date(2026, 1, 2), np.ones(3))])

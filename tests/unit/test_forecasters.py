@@ -1,0 +1,122 @@
+"""One contract every demand forecaster passes (after river's estimator checks), and the edge series."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+
+import numpy as np
+import pytest
+
+from pipeline.core.ensemble import Ensemble
+from pipeline.core.ets import ETS
+from pipeline.core.forecaster import Forecaster, SeasonalMedian, SeasonalNaive, forecaster_from_json
+from pipeline.core.intermittent import TSB
+from pipeline.core.prophet_model import ProphetForecaster
+from pipeline.errors import ConfigError
+
+FIRST = date(2026, 1, 5)
+
+
+def weekly(n: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.maximum(0, 40 + 15 * np.sin(np.arange(n) * 2 * np.pi / 7) + rng.normal(0, 4, n)).round()
+
+
+EDGE = {
+    "one_day": np.array([7.0]),
+    "all_zero": np.zeros(60),
+    "gapped": np.concatenate([weekly(30), np.zeros(25), weekly(10)]),
+    "spiky": np.where(np.arange(70) % 23 == 5, 900.0, weekly(70, 1)),
+    "intermittent": np.where(np.random.default_rng(3).random(90) < 0.15, 24.0, 0.0),
+}
+
+MODELS = [
+    lambda: SeasonalNaive(7),
+    lambda: SeasonalMedian(7, 8),
+    lambda: ETS(),
+    lambda: TSB(),
+    lambda: ProphetForecaster(),
+    lambda: Ensemble([SeasonalNaive(7), ETS(), TSB(), SeasonalMedian()]),
+]
+IDS = ["seasonal_naive", "seasonal_median", "ets", "tsb", "prophet", "ensemble"]
+
+
+@pytest.fixture(params=MODELS, ids=IDS)
+def make(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    return request.param
+
+
+def fitted(model: Forecaster, y: np.ndarray) -> Forecaster:
+    model.start(FIRST)
+    model.learn_many(y)
+    return model
+
+
+def test_hyper_parameters_are_stored_under_their_names(make) -> None:  # type: ignore[no-untyped-def]
+    model = make()
+    clone = model.clone()
+    assert type(clone) is type(model)
+    assert set(model._get_params()) == set(clone._get_params())
+    for k in model._get_params():
+        assert hasattr(model, k)
+
+
+def test_forecast_shape_non_negative_and_finite(make) -> None:  # type: ignore[no-untyped-def]
+    f = fitted(make(), weekly(84)).forecast(28)
+    assert f.shape == (28,) and np.isfinite(f).all() and (f >= 0).all()
+    assert 10 < float(f.mean()) < 80
+
+
+def test_json_round_trip_forecasts_the_same(make) -> None:  # type: ignore[no-untyped-def]
+    model = fitted(make(), weekly(84, 2))
+    before = model.forecast(14)
+    again = forecaster_from_json(json.loads(json.dumps(model.to_json())))
+    if isinstance(again, Ensemble):  # members' histories travel separately in live state
+        assert again.history == [] or len(again.history) == 84
+        return
+    assert np.allclose(again.forecast(14), before, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("edge", list(EDGE))
+def test_edge_series_neither_crash_nor_produce_nonsense(make, edge: str) -> None:  # type: ignore[no-untyped-def]
+    y = EDGE[edge]
+    f = fitted(make(), y).forecast(28)
+    assert f.shape == (28,) and np.isfinite(f).all() and (f >= 0).all()
+    assert float(f.max()) <= 3 * float(y.max()) + 1e-9
+    if edge == "all_zero":
+        assert float(f.max()) < 1e-6
+
+
+def test_bad_input_is_refused(make) -> None:  # type: ignore[no-untyped-def]
+    model = make()
+    with pytest.raises(ConfigError):
+        model.learn_one(-1.0)
+    with pytest.raises(ConfigError):
+        model.learn_one(float("nan"))
+    with pytest.raises(ConfigError):
+        model.forecast(0)
+
+
+def test_prophet_refits_warm_and_keeps_json_parameters() -> None:
+    m = fitted(ProphetForecaster(), weekly(120))
+    m.forecast(7)
+    assert not m.warm and m.init is not None
+    m.learn_many(weekly(3, 9))
+    m.forecast(7)
+    assert m.warm
+    state = json.loads(json.dumps(m.to_json()))
+    assert state["state"]["init"]["k"] == pytest.approx(m.init["k"])
+    assert json.loads(m.to_prophet_json() or "{}")["history"]  # Prophet's own JSON, not pickle
+
+
+def test_ensemble_weights_follow_recent_errors() -> None:
+    e = Ensemble([SeasonalNaive(7), TSB()])
+    y = weekly(140, 4)
+    e.learn_many(y[:84])
+    for start in range(84, 140, 7):
+        e.forecast(7)
+        e.learn_many(y[start:start + 7])
+    w = e.member_weights()
+    assert abs(sum(w) - 1) < 1e-9 and w[0] > w[1]
+    assert "seasonal_naive" in e.describe()
