@@ -407,5 +407,11 @@ def schema(write: bool, path: Path) -> None:
         click.echo(text, nl=False)
 
 
+from pipeline.analytics.commands import analytics, anomalies  # noqa: E402
+
+main.add_command(analytics)
+main.add_command(anomalies)
+
+
 if __name__ == "__main__":
     main()
