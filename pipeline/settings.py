@@ -90,6 +90,14 @@ class AnalyticsSettings(_Group):
     window: int = Field(default=256, ge=8, le=100_000, description="recent samples each quantile keeps")
 
 
+class MetricsSettings(_Group):
+    """Prometheus `/metrics` of the worker and analytics processes (the store serves it on its own port)."""
+
+    host: str = "127.0.0.1"
+    worker_port: int = Field(default=0, ge=0, le=65535, description="0: no exporter")
+    analytics_port: int = Field(default=0, ge=0, le=65535, description="0: no exporter")
+
+
 class ProducerSettings(_Group):
     linger_ms: int = Field(default=20, ge=0)
     batch_size: int = Field(default=262_144, ge=1)
@@ -115,6 +123,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     producer: ProducerSettings = ProducerSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def db_path(self) -> Path:

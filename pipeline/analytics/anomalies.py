@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pipeline import metrics
 from pipeline.analytics.feed import Output
 from pipeline.core.delay_detector import DelayDetector
 from pipeline.core.sealed import SealedEvent
@@ -39,4 +40,6 @@ class DelayAnomalies:
         detector = self.detectors.get(partition)
         if detector is None:
             return []
-        return [Output(self.topic, row.shipment_id.encode(), row.to_json()) for row in detector.changed()]
+        rows = detector.changed()
+        metrics.anomalies_raised(detector.take_raised())
+        return [Output(self.topic, row.shipment_id.encode(), row.to_json()) for row in rows]

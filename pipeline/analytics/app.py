@@ -17,6 +17,7 @@ from typing import Any
 
 import faust
 
+from pipeline import metrics
 from pipeline.analytics.anomalies import DelayAnomalies
 from pipeline.analytics.feed import Output, PartitionReplay, SealedHandler, decode_messages
 from pipeline.settings import Settings
@@ -150,5 +151,6 @@ def build_app(settings: Settings, handlers: list[SealedHandler] | None = None) -
 def run_analytics(settings: Settings, loglevel: str = "warning") -> None:
     """Run the analytics process until SIGINT/SIGTERM."""
     app = build_app(settings)
+    metrics.serve(settings.metrics.analytics_port, settings.metrics.host, "analytics")
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

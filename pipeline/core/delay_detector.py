@@ -37,6 +37,7 @@ class DelayDetector:
         self.timers: list[tuple[float, str]] = []
         self.dirty: set[tuple[str, str]] = set()
         self.revision = 0
+        self.raised: list[str] = []
 
     @property
     def watermark(self) -> float:
@@ -81,10 +82,17 @@ class DelayDetector:
         if row is not None and row.status == status:
             return
         self.revision += 1
+        if row is None:
+            self.raised.append(kind)
         self.rows[key] = Anomaly(ship.id, kind, ship.lane, status, 1.0, self.late_tolerance / 3600, actual,
                                  self.max_time, text, self.model_name, ev.event_id, ev.log_id, ev.leaf_index,
                                  self.revision)
         self.dirty.add(key)
+
+    def take_raised(self) -> list[str]:
+        """Kinds of the rows raised for the first time since the last call (for metrics)."""
+        out, self.raised = self.raised, []
+        return out
 
     def changed(self) -> list[Anomaly]:
         out = [self.rows[k] for k in sorted(self.dirty) if k in self.rows]
