@@ -98,6 +98,13 @@ class MetricsSettings(_Group):
     analytics_port: int = Field(default=0, ge=0, le=65535, description="0: no exporter")
 
 
+class SnapshotSettings(_Group):
+    """The copy of the store's file that outside readers (Grafana, audit) open while the store runs."""
+
+    interval: float = Field(default=30.0, ge=0, description="seconds between snapshots; 0: none")
+    path: Path | None = Field(default=None, description="defaults to <data_dir>/snapshot.duckdb")
+
+
 class ProducerSettings(_Group):
     linger_ms: int = Field(default=20, ge=0)
     batch_size: int = Field(default=262_144, ge=1)
@@ -124,10 +131,15 @@ class Settings(BaseSettings):
     producer: ProducerSettings = ProducerSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    snapshot: SnapshotSettings = SnapshotSettings()
 
     @property
     def db_path(self) -> Path:
         return self.store.db_file or self.data_dir / "provenance.duckdb"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.snapshot.path or self.data_dir / "snapshot.duckdb"
 
     @property
     def key_path(self) -> Path:

@@ -70,7 +70,8 @@ def _now() -> datetime:
 class Database:
     """The DuckDB file of one store; `read_only` for `provenance sql`/`audit` with no store running."""
 
-    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, read_only: bool = False, writable: Sequence[Path] = ()) -> None:
+        """`writable`: the only other files this connection may open (the snapshot's scratch files)."""
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
@@ -84,6 +85,9 @@ class Database:
         self._write_lock = threading.Lock()
         if not read_only:
             self.con.execute(resources.files("pipeline.store").joinpath("schema.sql").read_text())
+        if writable:
+            allowed = ", ".join("'" + str(Path(p).resolve()).replace("'", "''") + "'" for p in writable)
+            self.con.execute(f"SET allowed_paths = [{allowed}]")
         # User SQL can read tables and nothing else: no files, no network, no settings.
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
