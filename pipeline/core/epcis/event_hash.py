@@ -19,7 +19,7 @@ import hashlib
 from datetime import timedelta, timezone
 from typing import Any
 
-from dateutil import parser as date_parser
+from dateutil import parser as date_parser  # type: ignore[import-untyped]
 
 from pipeline.core.epcis.digital_link import canonical_digital_link
 from pipeline.core.epcis.event_tree import Element, TreeBuilder, correct_structure, expanded_vocabulary
@@ -70,7 +70,7 @@ def utc_millis(text: str) -> str:
     micro = moment.microsecond
     # Python's round (half to even), as the generator; a carry into the next second is kept.
     moment = moment.replace(microsecond=0) + timedelta(microseconds=round(micro, -3))
-    return moment.isoformat(timespec="milliseconds")[:-6] + "Z"
+    return str(moment.isoformat(timespec="milliseconds"))[:-6] + "Z"
 
 
 def _numeric(text: str) -> str:
@@ -178,7 +178,7 @@ def _expand(document: Any) -> Any:
     PyLD is imported here, not at module level: importing it loads its (unused)
     HTTP document loaders, which the core must not carry into every process.
     """
-    from pyld import jsonld
+    from pyld import jsonld  # type: ignore[import-untyped]
 
     return jsonld.expand(document, {"documentLoader": lambda url, options=None: load_context(url)})
 

@@ -113,7 +113,7 @@ def correct_structure(node: Element) -> Element:
             children.append((name, "", [tuple(e[2][:2]) if len(e[2]) >= 2 else e[2][0] for e in items if e[2]]))
         else:
             children.append((name, "", items))
-    child_epcs = [("epc", e[1], []) for e in children if e[0] == "childEPCs"]
+    child_epcs: list[Any] = [("epc", e[1], []) for e in children if e[0] == "childEPCs"]
     children = [e for e in children if e[0] != "childEPCs"]
     if child_epcs:
         children.append(("childEPCs", "", child_epcs))

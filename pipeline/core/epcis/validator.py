@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from jsonschema import Draft7Validator, FormatChecker
+from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped]
 
 from pipeline.core.epcis.standard import json_schema
 
