@@ -99,7 +99,15 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     PRIMARY KEY (topic, partition)
 );
 -- Daily demand per series (sku=<sku>|site=<origin>, sku=<sku>, total) by the event's local day.
--- Rows carry whole-day totals, which only grow: a replayed or stale row never lowers one.
+-- Each ledger.entries partition's analytics state sends its own part of a day's total; parts
+-- only grow, so a replayed or stale part never lowers one, and `demand` is the sum of the parts.
+CREATE TABLE IF NOT EXISTS demand_parts (
+    series_key  VARCHAR NOT NULL,
+    ds          DATE NOT NULL,
+    part        INTEGER NOT NULL,
+    y           DOUBLE NOT NULL,
+    PRIMARY KEY (series_key, ds, part)
+);
 CREATE TABLE IF NOT EXISTS demand (
     series_key  VARCHAR NOT NULL,
     ds          DATE NOT NULL,
@@ -134,3 +142,25 @@ SELECT CASE WHEN series_key = 'total' THEN 'total' WHEN series_key LIKE '%|site=
        count(*) AS scored, avg(CAST(in_80 AS DOUBLE)) AS coverage_80, avg(CAST(in_95 AS DOUBLE)) AS coverage_95,
        avg(abs(error)) AS mae
 FROM forecast_scores GROUP BY 1;
+-- Delay anomalies from analytics.anomalies: one row per (shipment, kind), the highest revision kept.
+CREATE TABLE IF NOT EXISTS anomalies (
+    anomaly_id   VARCHAR PRIMARY KEY,
+    event_id     VARCHAR NOT NULL,
+    shipment_id  VARCHAR NOT NULL,
+    lane         VARCHAR NOT NULL,
+    kind         VARCHAR NOT NULL,
+    severity     VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    score        DOUBLE,
+    expected     DOUBLE,
+    actual       DOUBLE,
+    observed_at  TIMESTAMPTZ NOT NULL,
+    detected_at  TIMESTAMPTZ NOT NULL,
+    explanation  VARCHAR NOT NULL,
+    evidence     JSON,
+    model        VARCHAR NOT NULL,
+    log_id       VARCHAR NOT NULL,
+    leaf_index   BIGINT NOT NULL,
+    revision     BIGINT NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL
+);

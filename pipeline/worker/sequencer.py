@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from pipeline import metrics
 from pipeline.core import wire
-from pipeline.core.ledger import PartitionLog, SealedBlock, accept
+from pipeline.core.ledger import AcceptRecord, PartitionLog, SealedBlock, accept_shipment
 from pipeline.errors import InvalidEvent, LedgerError
 
 log = logging.getLogger(__name__)
@@ -101,7 +102,11 @@ class LedgerSequencer:
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int = 8,
         on_fatal: Callable[[], None] | None = None,
+        accept: AcceptRecord = accept_shipment,
+        ledger_partition_base: int = 0,
     ) -> None:
+        """`accept` turns one record into its leaves; log `<source_topic>/p` is published to
+        partition `ledger_partition_base + p` of the entries and blocks topics (its commit point)."""
         self.source_topic = source_topic
         self.entries_topic = entries_topic
         self.blocks_topic = blocks_topic
@@ -114,6 +119,8 @@ class LedgerSequencer:
         self.clock = clock
         self.max_in_flight = max_in_flight
         self.on_fatal = on_fatal or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.accept = accept
+        self.ledger_partition_base = ledger_partition_base
         self.partitions: dict[int, _Partition] = {}
         self._loading: dict[int, asyncio.Task[_Partition]] = {}
         self.revoked: set[int] = set()
@@ -141,7 +148,7 @@ class LedgerSequencer:
                 self._loading.pop(p, None)
 
     async def _load(self, p: int) -> _Partition:
-        message = await self.load_block(p)
+        message = await self.load_block(self.ledger_partition_base + p)
         log_id = self.log_id(p)
         if message is None:
             plog = PartitionLog(log_id)
@@ -166,7 +173,13 @@ class LedgerSequencer:
             async with state.lock:
                 if p in self.revoked or self.partitions.get(p) is not state:
                     continue  # revoked while waiting: the new owner replays these
+                c = self.counters
+                before = (c.accepted, c.rejected, c.replayed)
                 await self._handle_partition(p, state, batch)
+                last = batch[-1]
+                metrics.worker_batch(self.source_topic, p, len(batch), c.accepted - before[0],
+                                     c.rejected - before[1], c.replayed - before[2], last.offset,
+                                     getattr(last, "timestamp", None))
 
     async def _handle_partition(self, p: int, state: _Partition, batch: list[Record]) -> None:
         plog = state.log
@@ -186,13 +199,17 @@ class LedgerSequencer:
                 log.info("%s: resuming at offset %d, not %d: the records in between were dead-lettered "
                          "before a restart or are not data", plog.log_id, gap[1], gap[0])
             try:
-                event, payload = accept(r.value)
+                leaves = self.accept(r.value)
+                if not leaves:
+                    raise InvalidEvent("the record holds no event")
             except InvalidEvent as exc:
                 self.counters.rejected += 1
                 headers = wire.dead_letter_headers(exc, self.source_topic, p, r.offset)
                 dead.append((r, await self.publisher.send(self.dead_letter_topic, r.key, r.value, None, headers)))
                 continue
-            plog.append(r.offset, event, payload)
+            # All leaves of one record go into one block: the commit point is a record offset.
+            for event, payload in leaves:
+                plog.append(r.offset, event, payload)
             self.counters.accepted += 1
             state.waiting.append(r)
             if state.pending_since is None:
@@ -249,15 +266,18 @@ class LedgerSequencer:
         """
         try:
             log_id = sealed.header.log_id
+            lp = self.ledger_partition_base + p
+            first_ts = getattr(records[0], "timestamp", None) if records else None
+            headers = metrics.produced_headers(first_ts)
             entries = [
-                await self.publisher.send(self.entries_topic, log_id.encode(), value, p)
+                await self.publisher.send(self.entries_topic, log_id.encode(), value, lp, headers)
                 for value in wire.encode_entries(log_id, sealed.entries, self.bundle_size)
             ]
             if previous is not None:
                 await previous
             for delivery in entries:
                 await delivery
-            await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), p))
+            await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), lp))
         except Exception:
             # The in-memory log is now ahead of its commit point: only a restart
             # from the last delivered block keeps the chain exact.
@@ -266,6 +286,7 @@ class LedgerSequencer:
             self.on_fatal()
             raise
         self.counters.blocks += 1
+        metrics.block_delivered(log_id, len(sealed.entries), first_ts)
         state.delivered_through = max(state.delivered_through, sealed.header.last_offset)
         for r in records:
             r.ack()
