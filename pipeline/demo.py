@@ -119,6 +119,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
         witness_key = _witness_key(logs / "witness.log", children["witness"])
         print(f"\n  dashboard:  {url}/\n  SQL:        provenance sql \"select event_type, count(*) from events group by 1\"\n"
               f"  anomalies:  provenance sql \"select kind, explanation from anomalies\"  (or {url}/anomalies)\n"
+              f"  forecasts:  provenance sql \"select series_key, ds, yhat, yhat_lower, yhat_upper, model->>'name' AS model"
+              f" from forecasts where series_key = 'total' order by trained_at desc, ds limit 28\"\n"
               f"  proofs:     provenance prove EVENT_ID -o proof.json && provenance verify proof.json --key {key}\n"
               f"              (add --witness-key {witness_key} to require the witness's cosignature)\n"
               f"  Ctrl-C stops everything.\n", flush=True)

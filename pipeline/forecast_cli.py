@@ -103,7 +103,7 @@ def forecast() -> None:
 
 @forecast.command()
 @click.option("--db", "db_file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Backtest the demand table of this DuckDB file instead of simulated demand.")
+              help="Backtest the demand table of this DuckDB file (while a store runs: its snapshot.duckdb) instead of simulated demand.")
 @click.option("--horizon", type=click.IntRange(1, 90), default=14, show_default=True)
 @click.option("--folds", type=click.IntRange(1, 50), default=4, show_default=True, help="Scored origins.")
 @click.option("--warmup", type=click.IntRange(0, 20), default=2, show_default=True,

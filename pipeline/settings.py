@@ -109,6 +109,17 @@ class AnalyticsSettings(_Group):
     window: int = Field(default=256, ge=8, le=100_000, description="recent samples each quantile keeps")
 
 
+class ForecastSettings(_Group):
+    """Demand forecasts in the analytics process: when rounds run, how far ahead, on how many processes."""
+
+    horizon: int = Field(default=28, ge=1, le=366, description="days ahead, from the day after the last complete day")
+    interval: float = Field(default=60.0, gt=0, description="seconds between rounds for late-changed history")
+    processes: int = Field(default=2, ge=1, le=64, description="fit processes (off the event loop)")
+    reconciliation: str = Field(default="bottom_up", pattern="^(none|bottom_up|top_down|mint_wls)$",
+                                description="what the backtest found best; see `provenance forecast backtest`")
+    holidays: bool = Field(default=False, description="give Prophet the sites' regional holidays")
+
+
 class MetricsSettings(_Group):
     """Prometheus `/metrics` of the worker and analytics processes (the store serves it on its own port)."""
 
@@ -149,6 +160,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     producer: ProducerSettings = ProducerSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
+    forecast: ForecastSettings = ForecastSettings()
     metrics: MetricsSettings = MetricsSettings()
     snapshot: SnapshotSettings = SnapshotSettings()
 

@@ -20,6 +20,7 @@ import faust
 from pipeline import metrics
 from pipeline.analytics.anomalies import DelayAnomalies
 from pipeline.analytics.feed import Output, PartitionReplay, SealedHandler, decode_messages
+from pipeline.analytics.forecasts import DemandForecasts
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ log = logging.getLogger(__name__)
 
 def build_handlers(settings: Settings) -> list[SealedHandler]:
     """Every model the analytics process runs, each fed the same sealed batches."""
-    return [DelayAnomalies(settings)]
+    return [DelayAnomalies(settings), DemandForecasts(settings)]
 
 
 class Feeder:
@@ -123,6 +124,9 @@ def build_app(settings: Settings, handlers: list[SealedHandler] | None = None) -
     feeder = Feeder(handlers if handlers is not None else build_handlers(settings),
                     PartitionReplay(settings.kafka, entries), send)
     app.feeder = feeder  # type: ignore[attr-defined]
+    for handler in feeder.handlers:  # handlers that send later, from work of their own (forecast rounds)
+        if hasattr(handler, "bind"):
+            handler.bind(send)
 
     @app.agent(source)
     async def sealed(stream: Any) -> None:

@@ -155,3 +155,39 @@ class DailyDemand:
             if 0 <= i < n:
                 y[i] = v
         return first, y
+
+
+def combine(parts: Iterable[DailyDemand]) -> tuple[date | None, dict[str, tuple[date, np.ndarray]], dict[str, int]]:
+    """Several partitions' demand as one: the last day complete in all of them, every series summed up
+    to it, and per log the tree size read.
+
+    >>> a, b = DailyDemand(), DailyDemand()
+    >>> ev = {"event_id": "e1", "event_type": "created", "event_time": "2026-03-02T10:00:00+00:00",
+    ...       "origin": "S1", "items": [{"sku": "A", "quantity": 5}]}
+    >>> later = dict(ev, event_time="2026-03-05T10:00:00+00:00")
+    >>> _ = a.add_event(ev), a.add_event(dict(later, event_id="e2")), b.add_event(dict(later, event_id="e3"))
+    >>> last, series, _ = combine([a, b])
+    >>> last, series["total"][1].tolist()
+    (datetime.date(2026, 3, 3), [5.0, 0.0])
+    """
+    parts = [p for p in parts if p.watermark is not None]
+    sizes: dict[str, int] = {}
+    for p in parts:
+        sizes.update(p.tree_sizes)
+    if not parts:
+        return None, {}, sizes
+    last = min(last_complete_day(p.watermark) for p in parts if p.watermark is not None)
+    out: dict[str, tuple[date, np.ndarray]] = {}
+    keys = sorted({k for p in parts for k in p.first})
+    for key in keys:
+        first = min(p.first[key] for p in parts if key in p.first)
+        if first > last:
+            continue
+        total = np.zeros((last - first).days + 1)
+        for p in parts:
+            if key in p.first:
+                f, y = p.history(key, last)
+                offset = (f - first).days
+                total[offset:offset + len(y)] += y
+        out[key] = (first, total)
+    return last, out, sizes

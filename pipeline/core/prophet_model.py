@@ -30,6 +30,7 @@ def silence_prophet_logs() -> None:
         logger.setLevel(logging.ERROR)
         logger.propagate = False
     logging.getLogger("cmdstanpy").disabled = True
+    logging.getLogger("prophet.plot").disabled = True  # "Importing plotly failed" is logged as an error
 
 
 @register

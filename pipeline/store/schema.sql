@@ -114,7 +114,8 @@ CREATE TABLE IF NOT EXISTS demand (
     y           DOUBLE NOT NULL,
     PRIMARY KEY (series_key, ds)
 );
--- Forecasts, history kept by trained_at; model names the ensemble, its members and weights;
+-- Forecasts, history kept by trained_at; model is JSON text naming the ensemble, its members and weights
+-- (model->>'name' is the name);
 -- input_ledger is, per log, the tree size of the ledger the fit read.
 CREATE TABLE IF NOT EXISTS forecasts (
     series_key     VARCHAR NOT NULL,
@@ -125,9 +126,9 @@ CREATE TABLE IF NOT EXISTS forecasts (
     yhat_lower_95  DOUBLE NOT NULL,
     yhat_upper_95  DOUBLE NOT NULL,
     trained_at     TIMESTAMPTZ NOT NULL,
-    model          JSON NOT NULL,
+    model          VARCHAR NOT NULL,
     input_ledger   JSON NOT NULL,
-    PRIMARY KEY (series_key, trained_at, ds)
+    PRIMARY KEY (series_key, trained_at, ds, model)
 );
 -- Live accuracy: every stored forecast day whose actual is in, with its error and interval hits.
 CREATE OR REPLACE VIEW forecast_scores AS

@@ -23,6 +23,8 @@ def test_demand_keeps_whole_day_totals_and_replays_change_nothing(tmp_path: Path
     assert db.fetch("SELECT ds::VARCHAR, y FROM demand ORDER BY ds") == [("2026-03-02", 9.0), ("2026-03-03", 0.0)]
     db.ingest(IngestBatch(demand=[{"series_key": "total", "ds": "2026-03-03", "y": 4.0}]))  # a late event
     assert db.fetch("SELECT y FROM demand WHERE ds = '2026-03-03'") == [(4.0,)]
+    db.ingest(IngestBatch(demand=[{"series_key": "total", "ds": "2026-03-03", "y": 3.0, "part": 1}]))
+    assert db.fetch("SELECT y FROM demand WHERE ds = '2026-03-03'") == [(7.0,)]  # the sum of the partitions' parts
     db.close()
 
 
@@ -38,7 +40,20 @@ def test_forecasts_keep_history_by_trained_at_and_are_scored_live(tmp_path: Path
     db.ingest(IngestBatch(demand=[{"series_key": "total", "ds": "2026-03-02", "y": 11.0},
                                   {"series_key": "total", "ds": "2026-03-03", "y": 20.0}]))
     scored = db.fetch("SELECT ds::VARCHAR, lead_days, in_80, in_95 FROM forecast_scores ORDER BY ds, trained_at")
-    assert scored == [("2026-03-02", 1, True, True), ("2026-03-03", 2, False, False), ("2026-03-03", 1, False, True)]
+    assert scored == [("2026-03-02", 1, True, True), ("2026-03-03", 2, False, False), ("2026-03-03", 1, False, False)]
     level, n, cov80, cov95, _ = db.fetch("SELECT * FROM forecast_coverage")[0]
-    assert (level, n) == ("total", 3) and abs(cov80 - 1 / 3) < 1e-9 and abs(cov95 - 2 / 3) < 1e-9
+    assert (level, n) == ("total", 3) and abs(cov80 - 1 / 3) < 1e-9 and abs(cov95 - 1 / 3) < 1e-9
     db.close()
+
+
+def test_backtest_reads_stored_demand_aligned_and_zero_filled(tmp_path: Path) -> None:
+    from pipeline.forecast_cli import stored_series
+
+    db = Database(tmp_path / "p.duckdb")
+    db.ingest(IngestBatch(demand=[{"series_key": "total", "ds": "2026-03-02", "y": 5.0},
+                                  {"series_key": "total", "ds": "2026-03-05", "y": 2.0},
+                                  {"series_key": "sku=A|site=8712345678906", "ds": "2026-03-04", "y": 1.0}]))
+    db.close()
+    series = {s.key: s for s in stored_series(tmp_path / "p.duckdb")}
+    assert series["total"].y.tolist() == [5.0, 0.0, 0.0, 2.0]
+    assert series["sku=A|site=8712345678906"].y.tolist() == [1.0, 0.0]

@@ -1,0 +1,107 @@
+"""Forecast refresh at scale: 1,000 SKU×site series plus their SKU and total aggregates.
+
+A refresh is what the analytics process does when a day completes: every
+series gains one day and is refitted warm (Prophet from its previous
+parameters), then the hierarchy is reconciled and conformal intervals added.
+Fits run in a pool of `--processes` spawned processes, as in the analytics
+process. Prints the cold round (first fits) and the median warm refresh, each
+model's fit and predict time and share, and the ratio of wall time to the CPU
+the fits took (how well the pool uses the cores).
+
+    .venv/bin/python bench/forecast.py [--series 1000] [--days 730] [--refreshes 3] [--processes 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import time
+from datetime import date, timedelta
+
+import numpy as np
+
+from pipeline.analytics.forecast_pool import FitPool
+from pipeline.core.conformal import ConformalIntervals
+from pipeline.core.demand import series_keys
+from pipeline.core.demand_profile import DemandProfile, synthetic_skus
+from pipeline.core.fleet_catalog import SITES
+from pipeline.core.forecast_round import SeriesFit, SeriesJob, assemble
+
+
+def build(series: int, days: int, seed: int) -> tuple[date, dict[str, np.ndarray]]:
+    sites = SITES[:25]
+    profile = DemandProfile(seed, synthetic_skus(max(1, series // len(sites)), seed), sites)
+    first = date(2026, 11, 30) - timedelta(days=days - 1)
+    out: dict[str, np.ndarray] = {}
+    for s in profile.series()[:series]:
+        y = profile.sample(s, first, days + 10)  # ten more days for the refreshes
+        out[s.key] = y
+        for key in series_keys(s.sku.sku, s.site.gln)[1:]:
+            out[key] = out.get(key, np.zeros(days + 10)) + y
+    return first, out
+
+
+async def round_(pool: FitPool, first: date, data: dict[str, np.ndarray], days: int, horizon: int,
+                 states: dict[str, dict | None]) -> tuple[float, list[SeriesFit]]:
+    jobs = [SeriesJob(k, first, y[:days], horizon, states.get(k)) for k, y in data.items()]
+    t = time.perf_counter()
+    fits = await pool.fit(jobs)
+    assemble(fits, {k: y[:days] for k, y in data.items()}, ConformalIntervals(), "bottom_up")
+    wall = time.perf_counter() - t
+    for f in fits:
+        states[f.series_key] = f.state
+    return wall, fits
+
+
+def shares(fits: list[SeriesFit]) -> dict[str, tuple[float, float]]:
+    out: dict[str, tuple[float, float]] = {}
+    for f in fits:
+        for m, (fit_s, pred_s) in f.seconds.items():
+            a, b = out.get(m, (0.0, 0.0))
+            out[m] = (a + fit_s, b + pred_s)
+    return out
+
+
+def report(label: str, wall: float, fits: list[SeriesFit], processes: int) -> None:
+    per = shares(fits)
+    cpu = sum(a + b for a, b in per.values())
+    print(f"{label}: {wall:.1f} s wall for {len(fits)} series; fits took {cpu:.1f} s of CPU "
+          f"(wall / (CPU / {processes} processes) = {wall / max(cpu / processes, 1e-9):.2f})")
+    for m, (fit_s, pred_s) in sorted(per.items(), key=lambda kv: -sum(kv[1])):
+        n = sum(1 for f in fits if m in f.seconds)
+        print(f"  {m:<16} fit {1000 * fit_s / n:7.1f} ms  predict {1000 * pred_s / n:6.1f} ms per series"
+              f"  share {100 * (fit_s + pred_s) / cpu:5.1f} %")
+
+
+async def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--series", type=int, default=1000, help="SKU×site series (aggregates come on top)")
+    ap.add_argument("--days", type=int, default=730)
+    ap.add_argument("--horizon", type=int, default=28)
+    ap.add_argument("--refreshes", type=int, default=3)
+    ap.add_argument("--processes", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args()
+    first, data = build(args.series, args.days, args.seed)
+    print(f"{len(data)} series ({args.series} SKU×site + aggregates), {args.days} days, horizon {args.horizon}, "
+          f"{args.processes} processes on {os.cpu_count()} cores")
+    pool = FitPool(args.processes)
+    await pool.fit([SeriesJob("warm-up", first, data[next(iter(data))][:30], 7)] * args.processes)
+    states: dict[str, dict | None] = {}
+    cold, fits = await round_(pool, first, data, args.days, args.horizon, states)
+    report("cold round (first fits)", cold, fits, args.processes)
+    walls = []
+    for i in range(1, args.refreshes + 1):
+        wall, fits = await round_(pool, first, data, args.days + i, args.horizon, states)
+        walls.append(wall)
+        warm = sum(1 for f in fits if f.model.get("prophet_warm_start"))
+        report(f"refresh {i} (+1 day, {warm} Prophet fits warm)", wall, fits, args.processes)
+    print(f"median refresh: {statistics.median(walls):.1f} s wall (target < 45 s on 2 cores); "
+          f"refresh / cold = {statistics.median(walls) / max(cold, 1e-9):.2f}")
+    pool.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

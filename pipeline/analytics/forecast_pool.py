@@ -1,0 +1,43 @@
+"""The process pool demand fits run in, so a refresh never blocks the analytics event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+
+from pipeline.core.forecast_round import SeriesFit, SeriesJob, fit_series
+
+
+def fit_timed(jobs: Sequence[SeriesJob]) -> list[SeriesFit]:
+    """Fit a chunk of series in a pool process, timing each member."""
+    return [fit_series(job, timer=time.perf_counter) for job in jobs]
+
+
+class FitPool:
+    """`processes` spawned workers (not forked: the parent runs threads and an event loop)."""
+
+    def __init__(self, processes: int, chunk: int = 8) -> None:
+        self.processes = processes
+        self.chunk = chunk
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    async def fit(self, jobs: Sequence[SeriesJob]) -> list[SeriesFit]:
+        """Every job's fit, in job order; the event loop keeps running meanwhile."""
+        loop = asyncio.get_running_loop()
+        pool = self._executor()
+        chunks = [jobs[i:i + self.chunk] for i in range(0, len(jobs), self.chunk)]
+        done = await asyncio.gather(*(loop.run_in_executor(pool, fit_timed, c) for c in chunks))
+        return [fit for chunk in done for fit in chunk]
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
