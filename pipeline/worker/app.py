@@ -12,6 +12,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline import fatal
 from pipeline.core import wire
 from pipeline.errors import LedgerError
 from pipeline.settings import Settings
@@ -128,23 +129,31 @@ def build_app(settings: Settings) -> faust.App:
         max_events=settings.ledger.max_events,
         max_age=settings.ledger.max_age,
         bundle_size=settings.ledger.bundle_size,
+        limits=settings.limits.record(),
+        # A failed publish leaves the in-memory log ahead of its commit point: only a restart is exact.
+        on_fatal=lambda: fatal.crash("publishing a block"),
     )
     app.sequencer = sequencer  # type: ignore[attr-defined]
 
     @app.agent(source)
     async def ledger(stream: Any) -> None:
-        """Validate, dead-letter, append, seal: one batch at a time."""
-        async for events in stream.noack().take_events(settings.worker.batch_size, settings.worker.batch_within):
-            # Records fetched under an earlier assignment belong to whoever owns the
-            # partition now: left unacked, they are read again from the committed offset.
-            # (_FaustRecord holds a reference on every record, so take_events cannot ack them either.)
-            records = [_FaustRecord(e) for e in events]
-            generation = app.consumer_generation_id
-            await sequencer.handle([r for r in records if r.event.message.generation_id == generation])
+        """Validate, dead-letter, append, seal: one batch at a time; any error ends the process."""
+
+        async def consume() -> None:
+            async for events in stream.noack().take_events(settings.worker.batch_size, settings.worker.batch_within):
+                # Records fetched under an earlier assignment belong to whoever owns the
+                # partition now: left unacked, they are read again from the committed offset.
+                # (_FaustRecord holds a reference on every record, so take_events cannot ack them either.)
+                records = [_FaustRecord(e) for e in events]
+                generation = app.consumer_generation_id
+                await sequencer.handle([r for r in records if r.event.message.generation_id == generation])
+
+        # faust would restart a crashed agent with its batch lost and the partition stalled behind it.
+        await fatal.guarded("the ledger agent", consume)
 
     @app.timer(interval=min(settings.ledger.max_age / 4, 0.5))
     async def seal_due() -> None:
-        await sequencer.seal_due()
+        await fatal.guarded("the seal timer", sequencer.seal_due)
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
@@ -164,5 +173,15 @@ def build_app(settings: Settings) -> faust.App:
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until SIGINT/SIGTERM."""
     app = build_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = _Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """A faust worker that exits non-zero when one of its services crashed, instead of idling or exiting 0."""
+
+    def on_worker_shutdown(self) -> None:
+        reason = self.crash_reason or self.app.crash_reason
+        if reason is not None:
+            fatal.crash("the faust worker", reason)
+        super().on_worker_shutdown()

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from pipeline.core import wire
 from pipeline.core.ledger import PartitionLog, SealedBlock, accept
+from pipeline.core.strict_json import LIMITS, Limits
 from pipeline.errors import InvalidEvent, LedgerError
 
 log = logging.getLogger(__name__)
@@ -101,6 +102,7 @@ class LedgerSequencer:
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int = 8,
         on_fatal: Callable[[], None] | None = None,
+        limits: Limits = LIMITS,
     ) -> None:
         self.source_topic = source_topic
         self.entries_topic = entries_topic
@@ -114,6 +116,7 @@ class LedgerSequencer:
         self.clock = clock
         self.max_in_flight = max_in_flight
         self.on_fatal = on_fatal or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.limits = limits
         self.partitions: dict[int, _Partition] = {}
         self._loading: dict[int, asyncio.Task[_Partition]] = {}
         self.revoked: set[int] = set()
@@ -186,7 +189,7 @@ class LedgerSequencer:
                 log.info("%s: resuming at offset %d, not %d: the records in between were dead-lettered "
                          "before a restart or are not data", plog.log_id, gap[1], gap[0])
             try:
-                event, payload = accept(r.value)
+                event, payload = accept(r.value, self.limits)
             except InvalidEvent as exc:
                 self.counters.rejected += 1
                 headers = wire.dead_letter_headers(exc, self.source_topic, p, r.offset)
