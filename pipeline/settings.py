@@ -37,6 +37,24 @@ class TopicSettings(_Group):
     def name(self, topic: str) -> str:
         return f"{self.prefix}{topic}"
 
+    def sequenced(self) -> list[str]:
+        """The topics the worker sequences into logs, in the order their logs take ledger partitions."""
+        return [self.events, self.epcis]
+
+    @property
+    def ledger_partitions(self) -> int:
+        """Partitions of ledger.entries and ledger.blocks: one per log of every sequenced topic."""
+        return self.partitions * len(self.sequenced())
+
+    def ledger_partition(self, topic: str, partition: int) -> int:
+        """The ledger.entries/ledger.blocks partition carrying log `<topic>/<partition>` (topic unprefixed).
+
+        Shipment logs keep partitions 0..P-1; `epcis-events/p` uses P + p, so
+        every log has a ledger.blocks partition of its own and with it exactly
+        one commit point.
+        """
+        return self.sequenced().index(topic) * self.partitions + partition
+
     def all(self) -> list[str]:
         return [
             self.name(t)
