@@ -4,11 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
 from pipeline.core.forecast_round import SeriesFit, SeriesJob, fit_series
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: a worker whose analytics process died (even by kill -9) exits too."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
 def fit_timed(jobs: Sequence[SeriesJob]) -> list[SeriesFit]:
@@ -26,7 +39,8 @@ class FitPool:
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = ProcessPoolExecutor(self.processes, mp_context=multiprocessing.get_context("spawn"),
+                                             initializer=_exit_with_parent, initargs=(os.getpid(),))
         return self._pool
 
     async def fit(self, jobs: Sequence[SeriesJob]) -> list[SeriesFit]:

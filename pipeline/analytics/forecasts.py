@@ -36,6 +36,7 @@ from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
 _REGION = {s.gln: s.region for s in SITES}
+_GRACE = 15.0  # seconds after the first drain to wait for every assigned partition's replay
 
 
 class DemandForecasts:
@@ -60,6 +61,9 @@ class DemandForecasts:
         self.dirty = False
         self.task: asyncio.Task[None] | None = None
         self.rounds = 0
+        self.ready: set[int] = set()  # partitions replayed up to live (drained at least once)
+        self.first_drain: float | None = None
+        self.ticker: asyncio.Task[None] | None = None
 
     def bind(self, send: Callable[[Output], Awaitable[Any]]) -> None:
         """How rounds send their rows (the app's producer): rounds finish after drain returned."""
@@ -67,10 +71,12 @@ class DemandForecasts:
 
     def assign(self, partition: int) -> None:
         self.parts[partition] = DailyDemand()
+        self.ready.discard(partition)
 
     def revoke(self, partition: int) -> None:
         self.parts.pop(partition, None)
         self.changed.pop(partition, None)
+        self.ready.discard(partition)
 
     def handle(self, partition: int, events: list[SealedEvent], replay: bool) -> None:
         demand = self.parts.setdefault(partition, DailyDemand())
@@ -88,13 +94,26 @@ class DemandForecasts:
         for r in rows:
             by_key[r.series_key].append({"series_key": r.series_key, "ds": r.ds.isoformat(), "y": r.y,
                                          "part": partition})
+        self.ready.add(partition)
+        if self.first_drain is None:
+            self.first_drain = time.monotonic()
+            self.ticker = asyncio.get_running_loop().create_task(self.tick())
         self.maybe_refresh()
         return [Output(self.demand_topic, k.encode(), json.dumps(v).encode()) for k, v in by_key.items()]
+
+    async def tick(self) -> None:
+        """The schedule: look for a due round every few seconds, also while no new entries arrive."""
+        while True:
+            await asyncio.sleep(min(self.settings.forecast.interval, 5.0))
+            self.maybe_refresh()
 
     def maybe_refresh(self) -> None:
         """Start a round if the last complete day moved on, or history changed and the interval passed."""
         if self.send is None or (self.task is not None and not self.task.done()):
             return
+        waited = time.monotonic() - (self.first_drain or time.monotonic())
+        if not set(self.parts) <= self.ready and waited < _GRACE:
+            return  # a round on partly replayed partitions would see part of the history; empty ones never drain
         marks = [p.watermark for p in self.parts.values() if p.watermark is not None]
         if not marks:
             return

@@ -35,6 +35,22 @@ def small_fleet() -> Fleet:
                  tick=timedelta(seconds=300))
 
 
+def descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (Linux /proc)."""
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            try:
+                kids = [int(c) for c in (task / "children").read_text().split()]
+            except OSError:
+                continue
+            out.update(kids)
+            todo.extend(kids)
+    return out
+
+
 def sql(url: str, query: str) -> list[list[Any]]:
     status, body = http_json("POST", f"{url}/sql", {"query": query})
     assert status == 200, body
@@ -46,7 +62,7 @@ def test_every_series_forecast_and_a_killed_fit_loses_nothing(pipeline_settings:
     env = settings_env(settings)
     env.update({"PROVENANCE_ANALYTICS__GROUP_ID": f"analytics-{os.getpid()}-{tmp_path.name}",
                 "PROVENANCE_FORECAST__PROCESSES": "1", "PROVENANCE_FORECAST__HORIZON": "7",
-                "PROVENANCE_FORECAST__INTERVAL": "2"})
+                "PROVENANCE_FORECAST__INTERVAL": "30"})
     cli = [sys.executable, "-m", "pipeline.cli"]
     procs = {"worker": spawn([*cli, "worker"], env, tmp_path / "worker.log"),
              "store": spawn([*cli, "serve"], env, tmp_path / "store.log"),
@@ -79,8 +95,11 @@ def test_every_series_forecast_and_a_killed_fit_loses_nothing(pipeline_settings:
             return bool(rounds) and rounds[-1] >= 14 and text.count(": fitting ") > text.count(": sent ")
 
         wait_for(fitting, 180, "a forecast round on the ensemble path to be fitting", interval=0.05)
+        pool = descendants(procs["analytics"].pid)
+        assert pool, "the fits run in processes of their own"
         os.kill(procs["analytics"].pid, signal.SIGKILL)
         procs["analytics"].wait(30)
+        wait_for(lambda: not any(Path(f"/proc/{p}").exists() for p in pool), 30, "the fit pool to exit with its parent")
         restarted = datetime.now(timezone.utc)
         procs["analytics"] = spawn([*cli, "analytics", "--loglevel", "info"], env, tmp_path / "analytics.2.log")
 
