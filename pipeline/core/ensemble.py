@@ -26,8 +26,9 @@ class Ensemble(Forecaster):
     >>> from pipeline.core.forecaster import SeasonalNaive
     >>> from pipeline.core.intermittent import TSB
     >>> e = Ensemble([SeasonalNaive(), TSB()])
-    >>> e.learn_many([5, 1] * 14)
-    >>> _ = e.forecast(2); e.learn_many([5, 1])
+    >>> week = [5, 1, 1, 1, 1, 1, 9]
+    >>> e.learn_many(week * 4)
+    >>> _ = e.forecast(7); e.learn_many(week)
     >>> w = e.member_weights(); bool(w[0] > w[1])
     True
     """
