@@ -61,6 +61,7 @@ class Capture:
     events: list[CapturedEvent] = field(default_factory=list)
     problems: dict[int, list[SchemaError]] = field(default_factory=dict)
     total: int = 0
+    document: dict[str, Any] | None = None  # the EPCISDocument as sent (None for a bare event)
 
 
 def nesting_depth(text: str, limit: int = MAX_DEPTH) -> int:
@@ -126,7 +127,7 @@ def read_capture(value: Any) -> Capture:
         if not isinstance(events, list):
             raise InvalidCapture("an EPCISDocument needs epcisBody.eventList", [e.to_dict() for e in errors])
         base: tuple[Any, ...] = ("epcisBody", "eventList")
-        capture = Capture("EPCISDocument", value.get("@context"), total=len(events))
+        capture = Capture("EPCISDocument", value.get("@context"), total=len(events), document=value)
     elif kind == "EPCISQueryDocument":
         raise InvalidCapture("an EPCISQueryDocument is a query result, not a capture: send an EPCISDocument")
     else:
@@ -164,17 +165,15 @@ def read_capture(value: Any) -> Capture:
 
 
 def _hashes(doc: dict[str, Any], events: list[Any]) -> list[str]:
-    """The CBV 2.0 hash of each event, read in the document ("" where the hash cannot be computed)."""
-    try:
-        return [hash_of(p) for p in document_pre_hashes({**doc, "epcisBody": {"eventList": events}})]
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        out = []
-        for event in events:
-            try:
-                out.append(hash_of(document_pre_hashes({**doc, "epcisBody": {"eventList": [event]}})[0]))
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-                out.append("")
-        return out
+    """The CBV 2.0 hash of each event, each read in a one-event copy of its document (as the worker
+    reads it from `epcis-events`), "" where the hash cannot be computed."""
+    out = []
+    for event in events:
+        try:
+            out.append(hash_of(document_pre_hashes({**doc, "epcisBody": {"eventList": [event]}})[0]))
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            out.append("")
+    return out
 
 
 def _as_document(event: dict[str, Any]) -> dict[str, Any]:
