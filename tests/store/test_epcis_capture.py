@@ -297,3 +297,26 @@ def test_query_document_is_valid_epcis() -> None:
     doc = query_document([], [None, ["https://ref.gs1.org/standards/epcis/2.0.0/epcis-context.jsonld"]],
                          "2026-01-01T00:00:00Z")
     assert schema_errors(doc) == []
+
+
+def test_events_straight_from_kafka_keep_every_leaf_but_one_row_per_event(tmp_path: Path) -> None:
+    db = Database(tmp_path / "provenance.duckdb")
+    try:
+        doc = example("Example_9.6.2-ObjectEvent.jsonld")
+        changed = copy.deepcopy(doc)
+        changed["epcisBody"]["eventList"][0]["action"] = "ADD"
+        plog = PartitionLog("epcis-events/3")
+        entries = []
+        for offset, value in enumerate([doc, doc, changed]):
+            plog.admit(offset)
+            for facts, leaf in accept_epcis_record(json.dumps(value).encode()):
+                entries.append(plog.append(offset, facts, leaf))
+        result = db.ingest(IngestBatch(entries=[wire.entry_record(plog.log_id, e) for e in entries]))
+        assert (result.epcis_events, result.duplicates) == (1, 2)
+        assert db.fetch("SELECT leaf_index FROM duplicate_leaves ORDER BY 1") == [(1,), (2,)]
+        assert db.next_leaf_indices() == {"epcis-events/3": 3}
+        (row,) = db.fetch_dicts("SELECT * FROM epcis_events")
+        assert row["kafka_partition"] == 3 and row["epcis_type"] == "ObjectEvent" and row["biz_step"] == "receiving"
+        assert json.loads(row["original"]) == doc["epcisBody"]["eventList"][0]
+    finally:
+        db.close()
