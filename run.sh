@@ -18,6 +18,15 @@ ensure_venv() {
     fi
 }
 
+ensure_chromium() {
+    # The browser tests drive Debian's Chromium through Playwright, never a browser build of its own.
+    if [ ! -x /usr/bin/chromium ]; then
+        echo "installing Debian's chromium for the browser tests" >&2
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+    fi
+}
+
 cmd="${1:-}"; shift || true
 case "$cmd" in
     demo)
@@ -28,6 +37,7 @@ case "$cmd" in
     test)
         ensure_venv
         .venv/bin/python -m pip install -q -e '.[test]'
+        ensure_chromium
         set +e
         .venv/bin/python -m pytest "$@"
         rc=$?

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -68,7 +67,7 @@ def split_events(body: bytes) -> list[tuple[int, bytes]]:
 
 
 class Api:
-    """Routes of `provenance serve`; the proof and checkpoint routes are added by the ledger service."""
+    """Routes of `provenance serve`; the page at `/` and its JSON routes are in `pipeline.store.dashboard`."""
 
     def __init__(self, settings: Settings, db: Database, produce: Callable[[list[tuple[bytes | None, bytes]]], Awaitable[None]],
                  status: Callable[[], Awaitable[dict[str, Any]]]) -> None:
@@ -78,7 +77,6 @@ class Api:
         self.status = status
         self.app = web.Application(client_max_size=MAX_BODY, middlewares=[errors_as_json])
         r = self.app.router
-        r.add_get("/", self.index)
         r.add_get("/health", self.health)
         r.add_post("/events", self.post_events)
         r.add_get("/events/{event_id}", self.get_event)
@@ -90,10 +88,6 @@ class Api:
         r.add_get("/checkpoints/latest", self.get_checkpoint)
         r.add_get("/checkpoints/key", self.get_key)
         self.ledger: Any = None  # set by the store: pipeline.store.ledger.LedgerService
-
-    async def index(self, request: web.Request) -> web.Response:
-        page = resources.files("pipeline.web").joinpath("index.html").read_text()
-        return web.Response(text=page, content_type="text/html")
 
     async def health(self, request: web.Request) -> web.Response:
         return _json(await self.status())

@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.errors import BrokerError
 from pipeline.settings import Settings
+from pipeline.store.dashboard import Dashboard
 from pipeline.store.db import Database
 from pipeline.store.http import Api
 from pipeline.store.ingest import Ingestor
@@ -40,7 +41,9 @@ class Store:
         self.ingestor.preprocessors.append(self.ledger.tiles)
         self.ingestor.listeners.append(lambda batch: self.ledger.proofs.tiles.remember(batch.tiles))
         self.api.ledger = self.ledger
-        self.extensions: list[Any] = [self.ledger]  # services started with the store
+        self.dashboard = Dashboard(self.db, self.ingestor.lag)
+        self.dashboard.register(self.api.app)
+        self.extensions: list[Any] = [self.ledger, self.dashboard]  # services started with the store
 
     async def produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
         if self.producer is None:
