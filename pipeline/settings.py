@@ -76,6 +76,14 @@ class WorkerSettings(_Group):
     web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
 
 
+class MetricsSettings(_Group):
+    """Prometheus `/metrics` of the worker and analytics processes (the store serves it on its own port)."""
+
+    host: str = "127.0.0.1"
+    worker_port: int = Field(default=0, ge=0, le=65535, description="0: no exporter")
+    analytics_port: int = Field(default=0, ge=0, le=65535, description="0: no exporter")
+
+
 class ProducerSettings(_Group):
     linger_ms: int = Field(default=20, ge=0)
     batch_size: int = Field(default=262_144, ge=1)
@@ -100,6 +108,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
     producer: ProducerSettings = ProducerSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @property
     def db_path(self) -> Path:

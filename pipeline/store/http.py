@@ -14,10 +14,12 @@ from typing import Any
 
 from aiohttp import web
 
+from pipeline import metrics
 from pipeline.core.ledger import accept
 from pipeline.errors import InvalidChallenge, InvalidEvent, NotFound, PipelineError, QueryRejected
 from pipeline.settings import Settings
 from pipeline.store.db import Database
+from pipeline.store.gauges import refresh_store_gauges
 from pipeline.store.sandbox import json_value
 
 log = logging.getLogger(__name__)
@@ -139,10 +141,15 @@ class Api:
         return _json({"columns": result.columns, "rows": result.rows, "truncated": result.truncated})
 
     async def get_proof(self, request: web.Request) -> web.Response:
-        bundle = await asyncio.to_thread(self.ledger.proofs.bundle, request.match_info["event_id"])
-        return _json(bundle)
+        with metrics.PROOF_SECONDS.labels("inclusion").time():
+            bundle = await asyncio.to_thread(self.ledger.proofs.bundle, request.match_info["event_id"])
+            return _json(bundle)
 
     async def get_consistency(self, request: web.Request) -> web.Response:
+        with metrics.PROOF_SECONDS.labels("consistency").time():
+            return await self._consistency(request)
+
+    async def _consistency(self, request: web.Request) -> web.Response:
         q = request.query
         log_id = q.get("log_id")
         if not log_id:
@@ -169,16 +176,6 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         status = await self.status()
-        lines = []
-        for name, value in status.get("tables", {}).items():
-            lines.append(f'provenance_rows{{table="{name}"}} {value}')
-        for topic, value in status.get("lag", {}).items():
-            lines.append(f'provenance_consumer_lag{{topic="{topic}"}} {value}')
-        for name, value in status.get("ingest", {}).items():
-            if isinstance(value, int):
-                lines.append(f"provenance_ingest_{name}_total {value}")
-        text = "\n".join(
-            ["# TYPE provenance_rows gauge", "# TYPE provenance_consumer_lag gauge", *lines]
-        ) + "\n"
-        return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        await asyncio.to_thread(refresh_store_gauges, self.db, status)
+        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE,
+                                                             "X-Content-Type-Options": "nosniff"})

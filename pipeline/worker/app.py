@@ -12,6 +12,7 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline import metrics
 from pipeline.core import wire
 from pipeline.errors import LedgerError
 from pipeline.settings import Settings
@@ -36,6 +37,12 @@ class _FaustRecord:
         self.key = message.key
         self.value = message.value
         self.headers = message.headers
+
+    @property
+    def timestamp(self) -> float | None:
+        """The record's Kafka timestamp in seconds (read per batch or block, for metrics)."""
+        ts = self.event.message.timestamp
+        return float(ts) if ts else None
 
     def ack(self) -> None:
         self.event.ack()
@@ -146,9 +153,18 @@ def build_app(settings: Settings) -> faust.App:
     async def seal_due() -> None:
         await sequencer.seal_due()
 
+    def end_offsets() -> dict[tuple[str, int], int]:
+        consumer = app.consumer
+        ends = ((tp, consumer.highwater(tp)) for tp in consumer.assignment() if tp.topic == sequencer.source_topic)
+        return {(tp.topic, tp.partition): end for tp, end in ends if end is not None}
+
+    metrics.WORKER_POSITIONS.ends = end_offsets
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        await sequencer.revoke(tp.partition for tp in revoked if tp.topic == source.get_topic_name())
+        mine = [tp.partition for tp in revoked if tp.topic == source.get_topic_name()]
+        metrics.WORKER_POSITIONS.forget(source.get_topic_name(), mine)
+        await sequencer.revoke(mine)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -164,5 +180,6 @@ def build_app(settings: Settings) -> faust.App:
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until SIGINT/SIGTERM."""
     app = build_app(settings)
+    metrics.serve(settings.metrics.worker_port, settings.metrics.host, "worker")
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from pipeline import metrics
 from pipeline.core import wire
 from pipeline.core.ledger import PartitionLog, SealedBlock, accept
 from pipeline.errors import InvalidEvent, LedgerError
@@ -166,7 +167,13 @@ class LedgerSequencer:
             async with state.lock:
                 if p in self.revoked or self.partitions.get(p) is not state:
                     continue  # revoked while waiting: the new owner replays these
+                c = self.counters
+                before = (c.accepted, c.rejected, c.replayed)
                 await self._handle_partition(p, state, batch)
+                last = batch[-1]
+                metrics.worker_batch(self.source_topic, p, len(batch), c.accepted - before[0],
+                                     c.rejected - before[1], c.replayed - before[2], last.offset,
+                                     getattr(last, "timestamp", None))
 
     async def _handle_partition(self, p: int, state: _Partition, batch: list[Record]) -> None:
         plog = state.log
@@ -249,8 +256,10 @@ class LedgerSequencer:
         """
         try:
             log_id = sealed.header.log_id
+            first_ts = getattr(records[0], "timestamp", None) if records else None
+            headers = metrics.produced_headers(first_ts)
             entries = [
-                await self.publisher.send(self.entries_topic, log_id.encode(), value, p)
+                await self.publisher.send(self.entries_topic, log_id.encode(), value, p, headers)
                 for value in wire.encode_entries(log_id, sealed.entries, self.bundle_size)
             ]
             if previous is not None:
@@ -266,6 +275,7 @@ class LedgerSequencer:
             self.on_fatal()
             raise
         self.counters.blocks += 1
+        metrics.block_delivered(log_id, len(sealed.entries), first_ts)
         state.delivered_through = max(state.delivered_through, sealed.header.last_offset)
         for r in records:
             r.ack()
