@@ -16,6 +16,7 @@ from pipeline.store.sandbox import json_value
 
 # Ingest charts: one bucket a second over the last few minutes.
 INGEST_WINDOW = 180
+MIN_WINDOW = 60
 TOP_LANES = 12
 RECENT_ROWS = 12
 REASONS = 10
@@ -50,8 +51,11 @@ def ingest(db: Database, now: int, lag: dict[str, int], lag_history: list[tuple[
     dead = _per_second(db, "dead_letters", "received_at", start, now)
     accepted = [a + d for a, d in zip(accepted, dups)]
     recent = accepted[-11:-1]  # the last ten whole seconds
+    # A store that started moments ago: the chart starts a little before its first record, not minutes before.
+    first = next((i for i, (a, d) in enumerate(zip(accepted, dead)) if a or d), len(accepted))
+    cut = max(0, min(first - 5, len(accepted) - MIN_WINDOW))
     return {
-        "t": list(range(start, now + 1)), "accepted": accepted, "dead_lettered": dead,
+        "t": list(range(start + cut, now + 1)), "accepted": accepted[cut:], "dead_lettered": dead[cut:],
         "rate": sum(recent) / len(recent) if recent else 0.0,
         "lag": lag, "lag_total": sum(lag.values()),
         "lag_t": [t for t, _ in lag_history], "lag_records": [n for _, n in lag_history],
@@ -81,7 +85,7 @@ def dead_letters(db: Database) -> dict[str, Any]:
     """Dead letters grouped by reason, and the latest few with where they came from."""
     # Parser messages name a line, column or byte position; one reason should count them all.
     reasons = _rows(db,
-        "SELECT regexp_replace(error, '(line|column|position|byte) ([0-9]+|0x[0-9a-f]+)', '\\1 …', 'g') AS reason,"
+        "SELECT regexp_replace(error, '(line|column|position|byte) (0x[0-9a-f]+|[0-9]+)', '\\1 …', 'g') AS reason,"
         " count(*) AS n, max(received_at) AS last_seen FROM dead_letters GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT ?",
         [REASONS])
     recent = _rows(db,

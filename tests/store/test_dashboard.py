@@ -96,7 +96,9 @@ def test_dead_letter_reasons_group_positions(tmp_path: Path) -> None:
     try:
         for offset, error in enumerate(["not JSON: Expecting value at line 1 column 12",
                                         "not JSON: Expecting value at line 1 column 40",
-                                        "invalid ShipmentEvent: mode: Field required"]):
+                                        "invalid ShipmentEvent: mode: Field required",
+                                        "not UTF-8: can't decode byte 0xed in position 238",
+                                        "not UTF-8: can't decode byte 0xc3 in position 9"]):
             db.con.execute("INSERT INTO dead_letters VALUES ('shipment-events', 0, ?, NULL, '<b>x</b>', '<b>x</b>',"
                            " ?, NULL, now())", [offset, error])
         [(_, p)] = get(db, "/dashboard/panels")
@@ -104,9 +106,10 @@ def test_dead_letter_reasons_group_positions(tmp_path: Path) -> None:
         db.close()
     reasons = {r["reason"]: r["n"] for r in p["dead_letters"]["reasons"]}
     assert reasons == {"not JSON: Expecting value at line … column …": 2,
-                       "invalid ShipmentEvent: mode: Field required": 1}
-    assert p["dead_letters"]["total"] == 3 and len(p["dead_letters"]["recent"]) == 3
-    assert sum(p["ingest"]["dead_lettered"]) == 3
+                       "invalid ShipmentEvent: mode: Field required": 1,
+                       "not UTF-8: can't decode byte … in position …": 2}
+    assert p["dead_letters"]["total"] == 5 and len(p["dead_letters"]["recent"]) == 5
+    assert sum(p["ingest"]["dead_lettered"]) == 5
 
 
 def _analytics_tables(db: Database) -> None:
