@@ -35,6 +35,24 @@ class TopicSettings(_Group):
     def name(self, topic: str) -> str:
         return f"{self.prefix}{topic}"
 
+    def sequenced(self) -> list[str]:
+        """The topics the worker sequences into logs, in the order their logs take ledger partitions."""
+        return [self.events, self.epcis]
+
+    @property
+    def ledger_partitions(self) -> int:
+        """Partitions of ledger.entries and ledger.blocks: one per log of every sequenced topic."""
+        return self.partitions * len(self.sequenced())
+
+    def ledger_partition(self, topic: str, partition: int) -> int:
+        """The ledger.entries/ledger.blocks partition carrying log `<topic>/<partition>` (topic unprefixed).
+
+        Shipment logs keep partitions 0..P-1; `epcis-events/p` uses P + p, so
+        every log has a ledger.blocks partition of its own and with it exactly
+        one commit point.
+        """
+        return self.sequenced().index(topic) * self.partitions + partition
+
     def all(self) -> list[str]:
         return [
             self.name(t)
@@ -76,12 +94,33 @@ class WorkerSettings(_Group):
     web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
 
 
+class AnalyticsSettings(_Group):
+    """The analytics process: its consumer group on ledger.entries and the delay detector."""
+
+    group_id: str = "provenance-analytics"
+    batch_size: int = Field(default=200, ge=1, description="ledger.entries messages per take")
+    batch_within: float = Field(default=0.5, gt=0)
+    web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
+    allowed_lateness: float = Field(default=2.0, ge=0, description="event-time hours an event may arrive late")
+    late_tolerance: float = Field(default=1.0, ge=0, description="hours past the promise before `late`")
+    retention: float = Field(default=72.0, gt=0, description="event-time hours a finished shipment is kept")
+    min_deliveries: int = Field(default=30, ge=1, description="deliveries before a lane's own quantiles are used")
+    window: int = Field(default=256, ge=8, le=100_000, description="recent samples each quantile keeps")
+
+
 class MetricsSettings(_Group):
     """Prometheus `/metrics` of the worker and analytics processes (the store serves it on its own port)."""
 
     host: str = "127.0.0.1"
     worker_port: int = Field(default=0, ge=0, le=65535, description="0: no exporter")
     analytics_port: int = Field(default=0, ge=0, le=65535, description="0: no exporter")
+
+
+class SnapshotSettings(_Group):
+    """The copy of the store's file that outside readers (Grafana, audit) open while the store runs."""
+
+    interval: float = Field(default=30.0, ge=0, description="seconds between snapshots; 0: none")
+    path: Path | None = Field(default=None, description="defaults to <data_dir>/snapshot.duckdb")
 
 
 class ProducerSettings(_Group):
@@ -108,11 +147,17 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
     producer: ProducerSettings = ProducerSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
     metrics: MetricsSettings = MetricsSettings()
+    snapshot: SnapshotSettings = SnapshotSettings()
 
     @property
     def db_path(self) -> Path:
         return self.store.db_file or self.data_dir / "provenance.duckdb"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.snapshot.path or self.data_dir / "snapshot.duckdb"
 
     @property
     def key_path(self) -> Path:

@@ -9,8 +9,10 @@ at `last_offset + 1`, so replays never record an event twice or fork a chain.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from pipeline.core.blocks import BlockHeader, seal_block
 from pipeline.core.canonical import canonical_bytes, parse_json
@@ -31,6 +33,23 @@ class Entry:
     leaf_hash: bytes
     offset: int
     payload: bytes
+    extra: dict[str, Any] | None = None  # more fields for the entry record (EPCIS: type, hash, view)
+
+
+@dataclass(frozen=True, slots=True)
+class LeafFacts:
+    """What a log records beside a leaf that is not a ShipmentEvent (an EPCIS event, say)."""
+
+    event_id: str
+    shipment_id: str
+    event_type: str
+    event_time: str  # RFC 3339 in UTC
+    extra: dict[str, Any] | None = None
+
+
+# A topic's accept function: raw record bytes to the leaves they become, in order
+# (one for a shipment event, one per event for an EPCIS document); raises InvalidEvent.
+AcceptRecord = Callable[[bytes], Sequence[tuple["ShipmentEvent | LeafFacts", bytes]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +79,11 @@ def accept(raw: bytes) -> tuple[ShipmentEvent, bytes]:
     parsed = parse_json(decode_text(raw))
     event = validate_object(parsed.value)
     return event, canonical_bytes(parsed.value, parsed.simple)
+
+
+def accept_shipment(raw: bytes) -> list[tuple[ShipmentEvent | LeafFacts, bytes]]:
+    """`accept` as a topic's AcceptRecord: one record, one leaf."""
+    return [accept(raw)]
 
 
 @dataclass
@@ -107,19 +131,23 @@ class PartitionLog:
         self.next_offset = offset + 1
         return True
 
-    def append(self, offset: int, event: ShipmentEvent, payload: bytes) -> Entry:
-        """Add one accepted event as the next leaf (call `admit` first)."""
+    def append(self, offset: int, event: ShipmentEvent | LeafFacts, payload: bytes) -> Entry:
+        """Add one accepted event as the next leaf (call `admit` first; one record may add several)."""
         h = leaf_hash(payload)
-        entry = Entry(
-            event_id=event.event_id,
-            shipment_id=event.shipment_id,
-            event_type=event.event_type.value,
-            event_time=utc_text(event),
-            leaf_index=self.tree.size,
-            leaf_hash=h,
-            offset=offset,
-            payload=payload,
-        )
+        if isinstance(event, LeafFacts):
+            entry = Entry(event.event_id, event.shipment_id, event.event_type, event.event_time,
+                          self.tree.size, h, offset, payload, event.extra)
+        else:
+            entry = Entry(
+                event_id=event.event_id,
+                shipment_id=event.shipment_id,
+                event_type=event.event_type.value,
+                event_time=utc_text(event),
+                leaf_index=self.tree.size,
+                leaf_hash=h,
+                offset=offset,
+                payload=payload,
+            )
         self.tree.append(h)
         self.pending.append(entry)
         return entry

@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 
 from pipeline import metrics
+from pipeline.core.anomaly import KINDS, STATUSES
 from pipeline.core.ledger import accept
 from pipeline.errors import InvalidChallenge, InvalidEvent, NotFound, PipelineError, QueryRejected
 from pipeline.settings import Settings
@@ -83,6 +84,7 @@ class Api:
         r.add_post("/events", self.post_events)
         r.add_get("/events/{event_id}", self.get_event)
         r.add_get("/blocks", self.get_blocks)
+        r.add_get("/anomalies", self.get_anomalies)
         r.add_post("/sql", self.post_sql)
         r.add_get("/metrics", self.metrics)
         r.add_get("/proofs/consistency", self.get_consistency)
@@ -128,6 +130,22 @@ class Api:
             raise InvalidChallenge("limit and before must be integers") from None
         rows = await asyncio.to_thread(self.db.blocks, q.get("log_id"), limit, before)
         return _json({"blocks": rows})
+
+    async def get_anomalies(self, request: web.Request) -> web.Response:
+        q = request.query
+        kind, status = q.get("kind") or None, q.get("status") or None
+        if kind is not None and kind not in KINDS:
+            raise InvalidChallenge(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        if status is not None and status not in STATUSES:
+            raise InvalidChallenge(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        try:
+            limit = int(q.get("limit", "100"))
+        except ValueError:
+            raise InvalidChallenge("limit must be an integer") from None
+        if not 1 <= limit <= 10_000:
+            raise InvalidChallenge("limit must be between 1 and 10000")
+        rows = await asyncio.to_thread(self.db.anomalies, kind, status, q.get("lane") or None, limit)
+        return _json({"anomalies": rows})
 
     async def post_sql(self, request: web.Request) -> web.Response:
         try:

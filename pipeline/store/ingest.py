@@ -48,8 +48,9 @@ class Ingestor:
         self.dead_topic = t.name(t.dead_letter)
         self.checkpoints_topic = t.name(t.checkpoints)
         self.cosignatures_topic = t.name(t.cosignatures)
+        self.anomalies_topic = t.name(t.anomalies)
         self.topics = [self.entries_topic, self.blocks_topic, self.dead_topic, self.checkpoints_topic,
-                       self.cosignatures_topic]
+                       self.cosignatures_topic, self.anomalies_topic]
         self.consumer: AIOKafkaConsumer | None = None
         self.stats = IngestStats()
         self.next_leaf: dict[str, int] = {}
@@ -178,6 +179,11 @@ class Ingestor:
             batch.checkpoints.append(json.loads(msg.value))
         elif topic == self.cosignatures_topic:
             batch.cosignatures.append(json.loads(msg.value))
+        elif topic == self.anomalies_topic:
+            row = json.loads(msg.value)
+            if not isinstance(row, dict) or not isinstance(row.get("revision"), int) or "anomaly_id" not in row:
+                raise ValueError("an anomaly row needs anomaly_id and an integer revision")
+            batch.anomalies.append(row)
 
     async def lag(self) -> dict[str, int]:
         """Records on the broker not yet in DuckDB, per topic."""
