@@ -102,6 +102,8 @@ def anomalies(db: Database) -> dict[str, Any]:
     for r in rows:
         if "lane" in r:
             r["lane_name"] = lane_name(r["lane"])
+        if isinstance(r.get("explanation"), str):
+            r["explanation"] = lane_name(r["explanation"])
     total = int(db.fetch("SELECT count(*) FROM anomalies")[0][0])
     by_kind = _rows(db, "SELECT kind, count(*) AS n FROM anomalies GROUP BY 1 ORDER BY 2 DESC, 1") \
         if "kind" in have else []

@@ -67,8 +67,9 @@ def event_mix(db: Database) -> dict[str, Any]:
     by_type = _rows(db, "SELECT event_type, count(*) AS n FROM events GROUP BY 1 ORDER BY 2 DESC, 1")
     lanes = _rows(db,
         "SELECT payload->>'origin' AS origin, payload->>'destination' AS destination, count(*) AS n"
-        " FROM events GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ?", [TOP_LANES])
-    lane_count = db.fetch("SELECT count(DISTINCT (payload->>'origin', payload->>'destination')) FROM events")[0][0]
+        " FROM events WHERE payload->>'origin' IS NOT NULL GROUP BY 1, 2 ORDER BY 3 DESC, 1, 2 LIMIT ?", [TOP_LANES])
+    lane_count = db.fetch("SELECT count(DISTINCT (payload->>'origin', payload->>'destination')) FROM events"
+                          " WHERE payload->>'origin' IS NOT NULL")[0][0]
     for lane in lanes:
         lane["lane"] = lane_label(lane["origin"], lane["destination"])
     return {"by_type": by_type, "by_lane": lanes, "lanes": int(lane_count or 0)}

@@ -29,6 +29,7 @@
     return `${Math.round(seconds / 3600)} h ago`;
   }
   const when = (iso) => (iso ? new Date(iso).toLocaleTimeString() : "–");
+  const whenDay = (iso) => (iso ? new Date(iso).toLocaleString([], { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }) : "–");
   const short = (h) => (h ? h.slice(0, 12) + "…" : "–");
 
   async function getJSON(url) {
@@ -112,9 +113,9 @@
       const check = a.event_id ? el("button", { type: "button", title: "verify the event that raised it" }, "verify") : null;
       if (check) check.onclick = () => verify(a.event_id);
       return el("tr", {},
-        el("td", {}, when(a.observed_at || a.detected_at)), el("td", {}, a.kind),
+        el("td", { class: "nowrap" }, whenDay(a.observed_at || a.detected_at)), el("td", {}, a.kind),
         el("td", {}, el("span", { class: `badge ${cls}` }, sev || "–"), a.status ? ` ${a.status}` : ""),
-        el("td", {}, a.lane_name || "–"), el("td", { class: "mono" }, a.shipment_id || "–"),
+        el("td", {}, a.lane_name || "–"), el("td", { class: "mono nowrap" }, a.shipment_id || "–"),
         el("td", {}, a.explanation || ""), el("td", {}, check));
     }));
     fill($("#t-anomaly-lanes tbody"), p.lanes.map((l) => el("tr", {},

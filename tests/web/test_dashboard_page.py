@@ -98,8 +98,11 @@ def demo(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo
 
         wait_for(settled, 120, f"{EVENTS} records in DuckDB, sealed, checkpointed and cosigned")
         if "analytics" in demo.procs:
-            wait_for(lambda: demo.has_rows("demand") and demo.has_rows("anomalies"), 90,
-                     "the analytics process to write demand and anomalies")
+            # The model tables this store has (more panels fill in as their tables are added).
+            tables = [t for t in ANALYTICS_PANELS.values() if demo.sql(
+                f"SELECT count(*) FROM duckdb_tables() WHERE table_name = '{t}'")[0][0]]
+            wait_for(lambda: all(demo.has_rows(t) for t in tables), 90,
+                     f"the analytics process to write rows to {', '.join(tables)}")
         yield demo
     finally:
         for name in ["producer", "witness", "analytics", "worker", "store"]:
@@ -233,6 +236,7 @@ def test_dark_theme_follows_the_system(browser: Any, demo: Demo) -> None:
     wait_for_panels(light, demo)
     background = "getComputedStyle(document.body).backgroundColor"
     assert light.page.evaluate(background) != dark.page.evaluate(background)
+    assert verdict(dark.page, checkpointed_event(demo))[0] == "verified"
     dark.page.screenshot(path=str(OUTPUT / "dashboard-dark.png"), full_page=True)
     # Switching the system theme redraws the charts in the new colours, without errors.
     light.page.emulate_media(color_scheme="dark")
