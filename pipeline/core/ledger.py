@@ -15,10 +15,11 @@ from datetime import datetime, timezone
 from typing import Any
 
 from pipeline.core.blocks import BlockHeader, seal_block
-from pipeline.core.canonical import canonical_bytes, parse_json
+from pipeline.core.canonical import canonical_bytes
 from pipeline.core.merkle import CompactRange, leaf_hash
-from pipeline.errors import LedgerError
-from pipeline.schema import ShipmentEvent, decode_text, validate_object
+from pipeline.core.strict_json import LIMITS, JSONRefused, Limits, decode, kind
+from pipeline.errors import InvalidEvent, LedgerError
+from pipeline.schema import ShipmentEvent, validate_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,19 +72,36 @@ def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def accept(raw: bytes) -> tuple[ShipmentEvent, bytes]:
+def accept(raw: bytes | None, limits: Limits = LIMITS) -> tuple[ShipmentEvent, bytes]:
     """Validate raw record bytes and return the event with its leaf bytes (JCS).
 
-    Raises InvalidEvent with field-level reasons for anything not acceptable.
+    Raises InvalidEvent with a reason (and field-level errors) for anything not
+    acceptable, and nothing else: whatever the bytes, the caller gets a verdict.
     """
-    parsed = parse_json(decode_text(raw))
-    event = validate_object(parsed.value)
-    return event, canonical_bytes(parsed.value, parsed.simple)
+    try:
+        parsed = decode(raw, limits)
+        if type(parsed.value) is not dict:
+            raise JSONRefused("not_object", f"a record must be one JSON object (a ShipmentEvent), got "
+                              f"{kind(parsed.value)}")
+        event = validate_object(parsed.value)
+        if event.items is not None and len(event.items) > limits.max_items:
+            raise InvalidEvent(f"items: {len(event.items)} entries, more than the limit of {limits.max_items} "
+                               "per event", [{"field": "items", "message": "too many entries", "type": "limit"}])
+        try:
+            utc_text(event)
+        except (OverflowError, ValueError):
+            raise InvalidEvent("event_time: outside the range of dates once converted to UTC",
+                               [{"field": "event_time", "message": "out of range in UTC", "type": "range"}]) from None
+        return event, canonical_bytes(parsed.value, parsed.simple)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a validator's bug or exhaustion must still end in a verdict, not a crash
+        raise InvalidEvent(f"could not be validated: {type(exc).__name__}: {str(exc)[:200]}") from None
 
 
-def accept_shipment(raw: bytes) -> list[tuple[ShipmentEvent | LeafFacts, bytes]]:
+def accept_shipment(raw: bytes, limits: Limits = LIMITS) -> list[tuple[ShipmentEvent | LeafFacts, bytes]]:
     """`accept` as a topic's AcceptRecord: one record, one leaf."""
-    return [accept(raw)]
+    return [accept(raw, limits)]
 
 
 @dataclass

@@ -7,13 +7,14 @@ downstream; faust's exactly-once mode is not used (see docs/design.md).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from pipeline import metrics
+from pipeline import fatal, metrics
 from pipeline.core import wire
 from pipeline.core.epcis.record import accept_epcis_record
 from pipeline.core.ledger import AcceptRecord, accept_shipment
@@ -149,6 +150,8 @@ def build_app(settings: Settings) -> faust.App:
             bundle_size=settings.ledger.bundle_size,
             accept=accept,
             ledger_partition_base=topics.ledger_partition(topic, 0),
+            # A failed publish leaves the in-memory log ahead of its commit point: only a restart is exact.
+            on_fatal=lambda: fatal.crash("publishing a block"),
         )
     app.sequencer = sequencers[topics.name(topics.events)]  # type: ignore[attr-defined]
     app.sequencers = sequencers  # type: ignore[attr-defined]
@@ -157,8 +160,11 @@ def build_app(settings: Settings) -> faust.App:
 
     @app.timer(interval=min(settings.ledger.max_age / 4, 0.5))
     async def seal_due() -> None:
-        for sequencer in sequencers.values():
-            await sequencer.seal_due()
+        async def seal_all() -> None:
+            for sequencer in sequencers.values():
+                await sequencer.seal_due()
+
+        await fatal.guarded("the seal timer", seal_all)
 
     def end_offsets() -> dict[tuple[str, int], int]:
         consumer = app.consumer
@@ -189,13 +195,14 @@ def build_app(settings: Settings) -> faust.App:
 def _accept_functions(settings: Settings) -> dict[str, AcceptRecord]:
     """Each sequenced topic (unprefixed) with the function turning its records into leaves."""
     topics = settings.topics
-    return {topics.events: accept_shipment, topics.epcis: accept_epcis_record}
+    return {topics.events: functools.partial(accept_shipment, limits=settings.limits.record()),
+            topics.epcis: accept_epcis_record}
 
 
 def _ledger_agent(app: faust.App, source: Any, sequencer: LedgerSequencer, settings: Settings) -> None:
-    """Validate, dead-letter, append, seal: one batch at a time."""
+    """Validate, dead-letter, append, seal: one batch at a time; any error ends the process."""
 
-    async def ledger(stream: Any) -> None:
+    async def consume(stream: Any) -> None:
         async for events in stream.noack().take_events(settings.worker.batch_size, settings.worker.batch_within):
             # Records fetched under an earlier assignment belong to whoever owns the
             # partition now: left unacked, they are read again from the committed offset.
@@ -203,6 +210,10 @@ def _ledger_agent(app: faust.App, source: Any, sequencer: LedgerSequencer, setti
             records = [_FaustRecord(e) for e in events]
             generation = app.consumer_generation_id
             await sequencer.handle([r for r in records if r.event.message.generation_id == generation])
+
+    async def ledger(stream: Any) -> None:
+        # faust would restart a crashed agent with its batch lost and the partition stalled behind it.
+        await fatal.guarded(f"the ledger agent of {source.get_topic_name()}", lambda: consume(stream))
 
     ledger.__name__ = ledger.__qualname__ = f"ledger_{source.get_topic_name().replace('-', '_').replace('.', '_')}"
     app.agent(source, name=f"ledger-{source.get_topic_name()}")(ledger)
@@ -212,5 +223,15 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until SIGINT/SIGTERM."""
     app = build_app(settings)
     metrics.serve(settings.metrics.worker_port, settings.metrics.host, "worker")
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = _Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """A faust worker that exits non-zero when one of its services crashed, instead of idling or exiting 0."""
+
+    def on_worker_shutdown(self) -> None:
+        reason = self.crash_reason or self.app.crash_reason
+        if reason is not None:
+            fatal.crash("the faust worker", reason)
+        super().on_worker_shutdown()

@@ -202,7 +202,9 @@ class LedgerSequencer:
                 leaves = self.accept(r.value)
                 if not leaves:
                     raise InvalidEvent("the record holds no event")
-            except InvalidEvent as exc:
+            except Exception as error:  # whatever the bytes, a verdict: never a crashed agent
+                exc = error if isinstance(error, InvalidEvent) else InvalidEvent(
+                    f"could not be validated: {type(error).__name__}: {str(error)[:200]}")
                 self.counters.rejected += 1
                 headers = wire.dead_letter_headers(exc, self.source_topic, p, r.offset)
                 dead.append((r, await self.publisher.send(self.dead_letter_topic, r.key, r.value, None, headers)))
