@@ -18,12 +18,20 @@ ensure_venv() {
     fi
 }
 
-ensure_chromium() {
-    # The browser tests drive Debian's Chromium through Playwright, never a browser build of its own.
-    if [ ! -x /usr/bin/chromium ]; then
-        echo "installing Debian's chromium for the browser tests" >&2
+ensure_test_tools() {
+    # Real outside tools the tests drive: Debian's Prometheus (the metrics scrape test),
+    # docker-compose (validates docker-compose.yml; no Docker engine needed for `config`) and
+    # Debian's Chromium with a font (the browser tests drive it through Playwright, never a browser
+    # build of its own).
+    local missing=()
+    command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+    [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing ${missing[*]} for the tests" >&2
         SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+            --no-install-recommends "${missing[@]}" >/dev/null
     fi
 }
 
@@ -37,7 +45,7 @@ case "$cmd" in
     test)
         ensure_venv
         .venv/bin/python -m pip install -q -e '.[test]'
-        ensure_chromium
+        ensure_test_tools
         set +e
         .venv/bin/python -m pytest "$@"
         rc=$?
