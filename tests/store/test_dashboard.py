@@ -32,7 +32,7 @@ async def serve(db: Database, lag: dict[str, int] | None = None) -> AsyncIterato
         return dict(lag or {})
 
     dashboard = Dashboard(db, current_lag)
-    app = web.Application(middlewares=[errors_as_json])
+    app = web.Application(middlewares=[errors_as_json(10.0)])
     dashboard.register(app)
     await dashboard.start()
     runner = web.AppRunner(app, access_log=None)

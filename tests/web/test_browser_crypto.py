@@ -26,6 +26,9 @@ from pipeline.store.dashboard import WEB_ROOT
 
 ORIGIN = "http://localhost"  # a secure context, so WebCrypto is there; every request is answered below
 PAGE = "<!doctype html><meta charset=utf-8><script src=/web/jcs.js></script><script src=/web/verify.js></script>"
+# A 32-byte hash from hex in the page; anything else throws, as the verifier's own parsing does.
+HEX32_JS = """h => { if (!/^[0-9a-f]{64}$/.test(h)) throw new Error("not a 32-byte hash");
+                    return Uint8Array.from(h.match(/../g), x => parseInt(x, 16)); }"""
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "rfc9162_vectors.json").read_text())
 
 
@@ -114,9 +117,7 @@ def test_jcs_refuses_what_has_no_canonical_form(page: Any) -> None:
 def test_inclusion_vectors(page: Any) -> None:
     cases = VECTORS["inclusion"] + VECTORS["inclusion_negative"] + VECTORS["upstream_probes"]["inclusion"]
     got = page.evaluate("""async cases => {
-        const V = provenance.verify, hx = h => {
-            if (!/^[0-9a-f]{64}$/.test(h)) throw new Error("not a 32-byte hash");
-            return Uint8Array.from(h.match(/../g), x => parseInt(x, 16)); };
+        const V = provenance.verify, hx = """ + HEX32_JS + """;
         const out = [];
         for (const c of cases) {
             try { hx(c.root); out.push(V.toHex(await V.rootFromInclusion(hx(c.leaf_hash), c.leaf_index, c.tree_size,
@@ -133,9 +134,7 @@ def test_consistency_vectors(page: Any) -> None:
              + VECTORS["upstream_probes"]["consistency"] if 0 < c["size1"] < c["size2"]]
     assert sum(not c.get("must_fail", False) for c in cases) >= 4 and sum(c.get("must_fail", False) for c in cases) >= 4
     got = page.evaluate("""async cases => {
-        const V = provenance.verify, hx = h => {
-            if (!/^[0-9a-f]{64}$/.test(h)) throw new Error("not a 32-byte hash");
-            return Uint8Array.from(h.match(/../g), x => parseInt(x, 16)); };
+        const V = provenance.verify, hx = """ + HEX32_JS + """;
         const out = [];
         for (const c of cases) {
             try { hx(c.root2); const [a, b] = await V.rootsFromConsistency(c.size1, c.size2, hx(c.root1), c.path.map(hx));
