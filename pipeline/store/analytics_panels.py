@@ -8,11 +8,13 @@ Only columns named in the product contract are read, and only those present.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
 from pipeline.store.db import Database
 from pipeline.store.panels import SITE_NAMES, _rows, columns, tables
+from pipeline.store.sandbox import json_value
 
 SERIES_LIMIT = 60
 ACTUALS_LIMIT = 180
@@ -62,17 +64,18 @@ def demand(db: Database, series_key: str) -> dict[str, Any]:
     if "forecasts" in present:
         have = columns(db, "forecasts")
         wanted = [c for c in FORECAST_COLUMNS if c in have]
-        latest = _rows(db,
-            "SELECT trained_at, model FROM forecasts WHERE series_key = ?"
-            " ORDER BY trained_at DESC, model ILIKE '%ensemble%' DESC, model LIMIT 1", [series_key])
+        # The latest round; should one round hold several models, the ensemble.
+        latest = db.fetch(
+            "SELECT trained_at, model::VARCHAR AS m FROM forecasts WHERE series_key = ?"
+            " ORDER BY trained_at DESC, m ILIKE '%ensemble%' DESC, m LIMIT 1", [series_key])
         if latest and wanted:
-            run = latest[0]
+            trained_at, model = latest[0]
             rows = db.fetch(
                 f"SELECT epoch(ds)::DOUBLE, {', '.join(wanted)} FROM forecasts WHERE series_key = ?"
-                " AND trained_at = ? AND model IS NOT DISTINCT FROM ? ORDER BY ds",
-                [series_key, run["trained_at"], run["model"]])
-            forecast: dict[str, Any] = {"t": [r[0] for r in rows], "model": run["model"],
-                                        "trained_at": run["trained_at"]}
+                " AND trained_at = ? AND model::VARCHAR IS NOT DISTINCT FROM ? ORDER BY ds",
+                [series_key, trained_at, model])
+            forecast: dict[str, Any] = {"t": [r[0] for r in rows], "model": model_name(model),
+                                        "trained_at": json_value(trained_at)}
             for i, c in enumerate(wanted, 1):
                 forecast[c] = [r[i] for r in rows]
             out["forecast"] = forecast
@@ -80,6 +83,17 @@ def demand(db: Database, series_key: str) -> dict[str, Any]:
     if not out["available"]:
         out["message"] = f"no demand or forecasts for {series_key} yet"
     return out
+
+
+def model_name(model: str | None) -> str | None:
+    """What a person reads of `forecasts.model`: its `name` when it is a JSON object, else the text."""
+    if model is None:
+        return None
+    try:
+        parsed = json.loads(model)
+    except ValueError:
+        return model
+    return str(parsed.get("name", model)) if isinstance(parsed, dict) else model
 
 
 def lane_name(lane: Any) -> str:

@@ -144,6 +144,11 @@ def _analytics_tables(db: Database) -> None:
                 " 12 + d AS yhat_lower, 18 + d AS yhat_upper, 10 + d AS yhat_lower_95, 20 + d AS yhat_upper_95,"
                 " $2::TIMESTAMPTZ AS trained_at, $3 AS model, '{}'::JSON AS input_ledger FROM range(3) r(d)",
                 [shift, trained, model])
+    _insert(db, "forecasts",  # the model as JSON naming an ensemble and its members
+            "SELECT 'sku=A' AS series_key, DATE '2026-03-06' AS ds, 1.0 AS yhat, 0.5 AS yhat_lower, 1.5 AS yhat_upper,"
+            " 0.2 AS yhat_lower_95, 1.8 AS yhat_upper_95, '2026-03-05 00:00Z'::TIMESTAMPTZ AS trained_at,"
+            " '{\"name\": \"ensemble(ets,snaive)\", \"members\": [\"ets\", \"snaive\"]}' AS model,"
+            " '{}'::JSON AS input_ledger")
     lane = "Nordfracht road 4006381333931→4012345000009"
     _insert(db, "anomalies",
             "SELECT * FROM (VALUES ('a1', 'e1', 's1', $1, 'late', 'high', 'open', 4.2, 30.0, 55.0,"
@@ -172,7 +177,7 @@ def test_analytics_panels_read_the_contract_tables(tmp_path: Path) -> None:
     assert f["model"] == "ensemble" and f["yhat"] == [15, 16, 17]  # the latest run, the ensemble preferred
     assert f["yhat_lower_95"] == [10, 11, 12] and f["yhat_upper"] == [18, 19, 20]
     assert f["t"][0] - total["actual"]["t"][-1] == 86400
-    assert sku["available"] and sku["forecast"] is None
+    assert sku["available"] and sku["forecast"]["model"] == "ensemble(ets,snaive)" and sku["forecast"]["yhat"] == [1]
     assert none["available"] is False and "nope" in none["message"]
     assert bad == 400
     a = p["anomalies"]
