@@ -26,7 +26,8 @@ path, queries = sys.argv[1], json.loads(sys.stdin.read())
 con = duckdb.connect(path, read_only=True)
 out = {"version": duckdb.__version__, "results": []}
 for q in queries:
-    cur = con.execute(q)
+    # Values come back as text: the venv holds nothing but duckdb (no pytz for TIMESTAMPTZ).
+    cur = con.execute("SELECT COLUMNS(*)::VARCHAR FROM (" + q + ")")
     out["results"].append({"columns": [d[0] for d in cur.description], "rows": cur.fetchall()})
 print(json.dumps(out, default=str))
 """
@@ -51,7 +52,7 @@ def duckdb15_python() -> Path:
 
 
 def read_with_duckdb15(db_file: Path, queries: list[str]) -> dict[str, Any]:
-    """Open `db_file` with DuckDB 1.5 and run `queries`; their columns and rows, and the reader's version."""
+    """Open `db_file` with DuckDB 1.5 and run `queries`; their columns and rows (values as text), and its version."""
     done = subprocess.run([str(duckdb15_python()), "-c", _READER, str(db_file)], input=json.dumps(queries),
                           capture_output=True, text=True, timeout=120)
     if done.returncode != 0:

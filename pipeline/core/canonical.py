@@ -63,7 +63,10 @@ def _is_simple(value: Any) -> bool:
 
 
 def parse_json(text: str) -> Parsed:
-    """Parse strict JSON (no NaN/Infinity) and classify it for canonical encoding.
+    """Parse JSON (no NaN/Infinity) and classify it for canonical encoding.
+
+    Trusted text only: records from outside go through `pipeline.core.strict_json.decode`,
+    which bounds them and refuses duplicate keys, lone surrogates and unrepresentable numbers.
 
     >>> parse_json('{"a": 1.5}').simple, parse_json('{"a": 5.0}').simple
     (True, False)
@@ -72,7 +75,7 @@ def parse_json(text: str) -> Parsed:
         value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from None
     return Parsed(value, _ASTRAL.search(text) is None and _is_simple(value))
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 
 from pipeline import metrics
 from pipeline.core import wire
-from pipeline.core.ledger import PartitionLog, SealedBlock, accept
+from pipeline.core.ledger import AcceptRecord, PartitionLog, SealedBlock, accept_shipment
 from pipeline.errors import InvalidEvent, LedgerError
 
 log = logging.getLogger(__name__)
@@ -102,7 +102,11 @@ class LedgerSequencer:
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int = 8,
         on_fatal: Callable[[], None] | None = None,
+        accept: AcceptRecord = accept_shipment,
+        ledger_partition_base: int = 0,
     ) -> None:
+        """`accept` turns one record into its leaves; log `<source_topic>/p` is published to
+        partition `ledger_partition_base + p` of the entries and blocks topics (its commit point)."""
         self.source_topic = source_topic
         self.entries_topic = entries_topic
         self.blocks_topic = blocks_topic
@@ -115,6 +119,8 @@ class LedgerSequencer:
         self.clock = clock
         self.max_in_flight = max_in_flight
         self.on_fatal = on_fatal or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.accept = accept
+        self.ledger_partition_base = ledger_partition_base
         self.partitions: dict[int, _Partition] = {}
         self._loading: dict[int, asyncio.Task[_Partition]] = {}
         self.revoked: set[int] = set()
@@ -142,7 +148,7 @@ class LedgerSequencer:
                 self._loading.pop(p, None)
 
     async def _load(self, p: int) -> _Partition:
-        message = await self.load_block(p)
+        message = await self.load_block(self.ledger_partition_base + p)
         log_id = self.log_id(p)
         if message is None:
             plog = PartitionLog(log_id)
@@ -193,13 +199,19 @@ class LedgerSequencer:
                 log.info("%s: resuming at offset %d, not %d: the records in between were dead-lettered "
                          "before a restart or are not data", plog.log_id, gap[1], gap[0])
             try:
-                event, payload = accept(r.value)
-            except InvalidEvent as exc:
+                leaves = self.accept(r.value)
+                if not leaves:
+                    raise InvalidEvent("the record holds no event")
+            except Exception as error:  # whatever the bytes, a verdict: never a crashed agent
+                exc = error if isinstance(error, InvalidEvent) else InvalidEvent(
+                    f"could not be validated: {type(error).__name__}: {str(error)[:200]}")
                 self.counters.rejected += 1
                 headers = wire.dead_letter_headers(exc, self.source_topic, p, r.offset)
                 dead.append((r, await self.publisher.send(self.dead_letter_topic, r.key, r.value, None, headers)))
                 continue
-            plog.append(r.offset, event, payload)
+            # All leaves of one record go into one block: the commit point is a record offset.
+            for event, payload in leaves:
+                plog.append(r.offset, event, payload)
             self.counters.accepted += 1
             state.waiting.append(r)
             if state.pending_since is None:
@@ -256,17 +268,18 @@ class LedgerSequencer:
         """
         try:
             log_id = sealed.header.log_id
+            lp = self.ledger_partition_base + p
             first_ts = getattr(records[0], "timestamp", None) if records else None
             headers = metrics.produced_headers(first_ts)
             entries = [
-                await self.publisher.send(self.entries_topic, log_id.encode(), value, p, headers)
+                await self.publisher.send(self.entries_topic, log_id.encode(), value, lp, headers)
                 for value in wire.encode_entries(log_id, sealed.entries, self.bundle_size)
             ]
             if previous is not None:
                 await previous
             for delivery in entries:
                 await delivery
-            await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), p))
+            await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), lp))
         except Exception:
             # The in-memory log is now ahead of its commit point: only a restart
             # from the last delivered block keeps the chain exact.

@@ -225,6 +225,19 @@ def test_sql_query(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
+def test_sql_rows_as_objects(tmp_path: Path) -> None:
+    async def scenario(s: Server) -> None:
+        ingest(s.db, make_events(2, seed=7), seal=True)
+        query = json.dumps({"query": "SELECT leaf_index, log_id FROM events ORDER BY leaf_index"}).encode()
+        status, body = await s.post("/sql?shape=objects", query)
+        assert status == 200
+        assert body["rows"] == [{"leaf_index": 0, "log_id": LOG}, {"leaf_index": 1, "log_id": LOG}]
+        assert body["columns"] == ["leaf_index", "log_id"]
+        status, body = await s.post("/sql?shape=maps", query)
+        assert status == 400 and "shape" in body["error"]
+    run(tmp_path, scenario)
+
+
 @pytest.mark.parametrize("query", ["DELETE FROM events", "DROP TABLE blocks", "SELECT 1; DELETE FROM events",
                                    "COPY events TO 'x.csv'", "SELECT * FROM read_text('/etc/hostname')"])
 def test_sql_write_or_file_access_is_refused(tmp_path: Path, query: str) -> None:
