@@ -69,7 +69,7 @@ def test_every_series_forecast_and_a_killed_fit_loses_nothing(pipeline_settings:
              "analytics": spawn([*cli, "analytics", "--loglevel", "info"], env, tmp_path / "analytics.1.log")}
     url = f"http://127.0.0.1:{settings.store.port}"
     try:
-        wait_for(lambda: http_json("GET", f"{url}/health")[0] == 200, 60, "the store's /health")
+        wait_for(lambda: http_json("GET", f"{url}/health")[0] == 200, 180, "the store's /health")
         events = []
         for ev in small_fleet().events():
             events.append(ev)
@@ -94,7 +94,7 @@ def test_every_series_forecast_and_a_killed_fit_loses_nothing(pipeline_settings:
             rounds = [int(n) for n in started.findall(text)]
             return bool(rounds) and rounds[-1] >= 14 and text.count(": fitting ") > text.count(": sent ")
 
-        wait_for(fitting, 180, "a forecast round on the ensemble path to be fitting", interval=0.05)
+        wait_for(fitting, 300, "a forecast round on the ensemble path to be fitting", interval=0.05)
         pool = descendants(procs["analytics"].pid)
         assert pool, "the fits run in processes of their own"
         os.kill(procs["analytics"].pid, signal.SIGKILL)
@@ -108,7 +108,7 @@ def test_every_series_forecast_and_a_killed_fit_loses_nothing(pipeline_settings:
             return all(got.get((k, d.isoformat())) == y for k in keys for d, y in expected.days[k].items()
                        if d <= max(expected.days["total"]) - timedelta(days=2))
 
-        wait_for(demand_complete, 120, "every complete day's demand, counted once")
+        wait_for(demand_complete, 300, "every complete day's demand, counted once")
 
         latest_round = ("SELECT series_key, min(ds)::VARCHAR, count(*), any_value(model->>'name'),"
                         " any_value(input_ledger)::VARCHAR FROM forecasts"
@@ -118,7 +118,7 @@ def test_every_series_forecast_and_a_killed_fit_loses_nothing(pipeline_settings:
             rows = sql(url, latest_round + f" HAVING max(trained_at) > '{restarted.isoformat()}'")
             return rows if {r[0] for r in rows} == set(keys) else None
 
-        latest = wait_for(all_forecast, 240, "a round after the restart with a forecast for every series")
+        latest = wait_for(all_forecast, 300, "a round after the restart with a forecast for every series")
         assert len({r[1] for r in latest}) == 1  # one first day for all: the day after the last complete one
         first_ds = date.fromisoformat(latest[0][1])
         for key, _, n, model, ledger in latest:
