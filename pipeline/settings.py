@@ -87,6 +87,8 @@ class StoreSettings(_Group):
     batch_rows: int = Field(default=5_000, ge=1)
     flush_interval: float = Field(default=0.25, gt=0)
     tile_cache: int = Field(default=65_536, ge=16, description="Merkle tiles kept in memory (8 KiB each)")
+    stall_after: float = Field(default=30.0, gt=0, description="seconds a consumed topic may stand still with "
+                               "records waiting before /health says degraded")
 
 
 class WorkerSettings(_Group):
