@@ -407,9 +407,11 @@ def schema(write: bool, path: Path) -> None:
 
 
 from pipeline.analytics.commands import analytics, anomalies  # noqa: E402
+from pipeline.store.export import export  # noqa: E402
 
 main.add_command(analytics)
 main.add_command(anomalies)
+main.add_command(export)
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class Database:
     """The DuckDB file of one store; `read_only` for `provenance sql`/`audit` with no store running."""
 
     def __init__(self, path: Path | str, read_only: bool = False, writable: Sequence[Path] = ()) -> None:
-        """`writable`: the only other files this connection may open (the snapshot's scratch files)."""
+        """`writable`: the only other files (or folders) this connection may open: snapshot scratch, exports."""
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
@@ -85,9 +85,11 @@ class Database:
         self._write_lock = threading.Lock()
         if not read_only:
             self.con.execute(resources.files("pipeline.store").joinpath("schema.sql").read_text())
-        if writable:
-            allowed = ", ".join("'" + str(Path(p).resolve()).replace("'", "''") + "'" for p in writable)
-            self.con.execute(f"SET allowed_paths = [{allowed}]")
+        for setting, paths in (("allowed_paths", [p for p in writable if not Path(p).is_dir()]),
+                               ("allowed_directories", [p for p in writable if Path(p).is_dir()])):
+            if paths:
+                allowed = ", ".join("'" + str(Path(p).resolve()).replace("'", "''") + "'" for p in paths)
+                self.con.execute(f"SET {setting} = [{allowed}]")
         # User SQL can read tables and nothing else: no files, no network, no settings.
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
