@@ -96,14 +96,21 @@ class Store:
             out += worker_progress(blocks, dead, {(tp.topic, tp.partition): end for tp, end in ends.items()})
         return out
 
-    async def watch_stalls(self) -> None:
-        """Every few seconds, note which consumed topics stand still with records waiting (for /health)."""
+    async def watch_stalls(self, stopping: asyncio.Event) -> None:
+        """Every few seconds, note which consumed topics stand still with records waiting (for /health).
+
+        It ends when `stopping` is set, never by cancellation: a query of it may be running in a
+        thread, and the database must not close under it.
+        """
         interval = min(5.0, self.settings.store.stall_after / 3)
-        while True:
-            await asyncio.sleep(interval)
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
+            if stopping.is_set():
+                return
             try:
                 stalled = self.stall_watch.observe(await self.progress())
-            except KafkaError as exc:
+            except Exception as exc:  # a diagnostic: a failed look is retried, never fatal to the store
                 log.warning("cannot read consumer progress: %s", exc)
                 continue
             if stalled and stalled != self.stalled:
@@ -155,14 +162,17 @@ class Store:
             if banner:
                 print(banner(), flush=True)
         ingest = asyncio.create_task(self.ingestor.run())
-        stalls = fatal.watch(asyncio.create_task(self.watch_stalls()), "the store's stall watch")
+        stopping = asyncio.Event()
+        stalls = fatal.watch(asyncio.create_task(self.watch_stalls(stopping)), "the store's stall watch")
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({ingest, waiter}, return_when=asyncio.FIRST_COMPLETED)
         try:
             if ingest in done:
                 ingest.result()  # re-raise an ingest failure: the process exits non-zero
         finally:
-            stalls.cancel()
+            stopping.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stalls), 15)
             ingest.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ingest
