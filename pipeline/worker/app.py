@@ -15,6 +15,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import fatal, metrics
+from pipeline.broker import check_ledger_partitions
 from pipeline.core import wire
 from pipeline.core.epcis.record import accept_epcis_record
 from pipeline.core.ledger import AcceptRecord, accept_shipment
@@ -221,6 +222,7 @@ def _ledger_agent(app: faust.App, source: Any, sequencer: LedgerSequencer, setti
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until SIGINT/SIGTERM."""
+    check_ledger_partitions(settings)
     app = build_app(settings)
     metrics.serve(settings.metrics.worker_port, settings.metrics.host, "worker")
     worker = _Worker(app, loglevel=loglevel, quiet=True)
