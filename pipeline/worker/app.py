@@ -1,6 +1,8 @@
-"""The faust app: agents are thin loops that hand batches to the ledger sequencer.
+"""The faust app: each poll of the source topic goes straight to the ledger sequencer.
 
-`provenance worker` runs it. Delivery is at-least-once with idempotent writes
+`provenance worker` runs it. The source topic takes the batch path of
+`pipeline.worker.transport` (no per-record stream, no faust acks); the
+sequencer commits the consumer offsets itself once blocks are delivered. Delivery is at-least-once with idempotent writes
 downstream; faust's exactly-once mode is not used (see docs/design.md).
 """
 
@@ -15,30 +17,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline.core import wire
 from pipeline.errors import LedgerError
 from pipeline.settings import Settings
+from pipeline.worker import transport
+from pipeline.worker.commits import OffsetCommitter
 from pipeline.worker.sequencer import LedgerSequencer
 
 log = logging.getLogger(__name__)
-
-
-class _FaustRecord:
-    """Adapts a faust event to the sequencer's Record protocol."""
-
-    __slots__ = ("event", "partition", "offset", "key", "value", "headers")
-
-    def __init__(self, event: Any) -> None:
-        message = event.message
-        # take_events acks every buffered event when the batch is handed back;
-        # one extra reference keeps the final ack for after the block is sealed.
-        message.incref()
-        self.event = event
-        self.partition = message.partition
-        self.offset = message.offset
-        self.key = message.key
-        self.value = message.value
-        self.headers = message.headers
-
-    def ack(self) -> None:
-        self.event.ack()
 
 
 class _FaustPublisher:
@@ -91,68 +74,74 @@ class _BlockReader:
 
 
 def build_app(settings: Settings) -> faust.App:
-    """The worker app with its agents, timers and rebalance hooks."""
+    """The worker app: the ledger's batch path on the source topic, its timer and rebalance hooks."""
     topics = settings.topics
+    w = settings.worker
     # faust creates its data folder without parents; the worker may start before anything else did.
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.worker.group_id,
-        broker=f"kafka://{settings.kafka}",
+        w.group_id,
+        broker=transport.broker_url(settings.kafka),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
         datadir=str(settings.data_dir / "worker"),
-        web_enabled=settings.worker.web_port != 0,
-        web_port=settings.worker.web_port or 6066,
+        web_enabled=w.web_port != 0,
+        web_port=w.web_port or 6066,
         topic_partitions=topics.partitions,
         topic_allow_declare=False,
-        broker_session_timeout=10,
-        broker_heartbeat_interval=1,
+        # A killed member holds its partitions until its session expires (or, with static
+        # membership, until it rejoins under the same instance id).
+        broker_session_timeout=w.session_timeout,
+        broker_heartbeat_interval=min(1.0, w.session_timeout / 3),
+        broker_request_timeout=max(40.0, w.session_timeout),
+        consumer_group_instance_id=w.instance_id,
+        broker_max_poll_records=w.batch_size,
+        consumer_max_fetch_size=8 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=0.005,
-        stream_buffer_maxsize=max(4096, settings.worker.batch_size * 2),
+        producer_max_request_size=4 * 1024 * 1024,
         broker_commit_interval=1.0,
-        # Unsealed records stay unacked on shutdown: they are replayed, not waited for.
         stream_wait_empty=False,
     )
-    source = app.topic(topics.name(topics.events), key_type=bytes, value_type=bytes)
     reader = _BlockReader(settings.kafka, topics.name(topics.blocks))
+    committer = OffsetCommitter(lambda offsets: transport.commit(app, offsets), w.commit_interval)
     sequencer = LedgerSequencer(
         source_topic=topics.name(topics.events),
         entries_topic=topics.name(topics.entries),
         blocks_topic=topics.name(topics.blocks),
         dead_letter_topic=topics.name(topics.dead_letter),
         publisher=_FaustPublisher(app),
+        committer=committer,
         load_block=reader,
         max_events=settings.ledger.max_events,
         max_age=settings.ledger.max_age,
         bundle_size=settings.ledger.bundle_size,
+        current_generation=lambda: transport.generation(app),
     )
     app.sequencer = sequencer  # type: ignore[attr-defined]
-
-    @app.agent(source)
-    async def ledger(stream: Any) -> None:
-        """Validate, dead-letter, append, seal: one batch at a time."""
-        async for events in stream.noack().take_events(settings.worker.batch_size, settings.worker.batch_within):
-            # Records fetched under an earlier assignment belong to whoever owns the
-            # partition now: left unacked, they are read again from the committed offset.
-            # (_FaustRecord holds a reference on every record, so take_events cannot ack them either.)
-            records = [_FaustRecord(e) for e in events]
-            generation = app.consumer_generation_id
-            await sequencer.handle([r for r in records if r.event.message.generation_id == generation])
+    source_topics = transport.attach(app, sequencer)
+    source_names = {t.get_topic_name() for t in source_topics}
 
     @app.timer(interval=min(settings.ledger.max_age / 4, 0.5))
     async def seal_due() -> None:
         await sequencer.seal_due()
 
+    @app.task
+    async def commit_offsets() -> None:
+        await committer.run()
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        await sequencer.revoke(tp.partition for tp in revoked if tp.topic == source.get_topic_name())
+        mine = [tp for tp in revoked if tp.topic in source_names]
+        await sequencer.revoke(tp.partition for tp in mine)
+        for tp in mine:
+            committer.forget(tp.topic, tp.partition)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        sequencer.assign(tp.partition for tp in assigned if tp.topic == source.get_topic_name())
+        sequencer.assign(tp.partition for tp in assigned if tp.topic in source_names)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
@@ -162,7 +151,12 @@ def build_app(settings: Settings) -> faust.App:
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
-    """Run the worker until SIGINT/SIGTERM."""
+    """Run the worker until SIGINT/SIGTERM; exit 1 if the ledger path failed."""
     app = build_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        if app.sequencer.failed is not None:  # type: ignore[attr-defined]
+            raise SystemExit(1) from None
+        raise exc
