@@ -57,7 +57,7 @@ def _is_simple(value: Any) -> bool:
             push(v)
         elif t is float:
             r = repr(v)
-            if "e" in r or r.endswith(".0"):
+            if "e" in r or r.endswith(".0") or r[-1] in "fn":  # exponents, integral, inf and nan
                 return False
         elif t is int and (v > _MAX_SAFE_INT or v < -_MAX_SAFE_INT):
             return False
