@@ -122,7 +122,9 @@ def create_topics(settings: Settings, bootstrap: str | None = None) -> list[str]
         existing = set(admin.list_topics())
         wanted = [t for t in topics.all() if t not in existing]
         if wanted:
-            new = [NewTopic(t, topics.partitions, topics.replication) for t in wanted]
+            ledger = {topics.name(topics.entries), topics.name(topics.blocks)}
+            new = [NewTopic(t, topics.ledger_partitions if t in ledger else topics.partitions, topics.replication)
+                   for t in wanted]
             try:
                 admin.create_topics(new)
             except TopicAlreadyExistsError:

@@ -222,10 +222,10 @@ def sql(query: str, fmt: str, db: Path | None) -> None:
                 raise BadInput(body.get("error", f"HTTP {status}"))
             columns, rows, truncated = body["columns"], body["rows"], body.get("truncated", False)
     if not url:
-        from pipeline.store.db import Database
+        from pipeline.store.snapshot import open_for_reading
 
         try:
-            database = Database(db or settings.db_path, read_only=True)
+            database = open_for_reading(settings, db)
         except PipelineError as exc:
             raise fail_on(exc) from None
         try:
@@ -288,11 +288,11 @@ def prove(event_id: str, output: Path | None, db: Path | None) -> None:
         if status != 200:
             raise (Failed if status >= 500 else BadInput)(bundle.get("error", f"HTTP {status}"))
     else:
-        from pipeline.store.db import Database
         from pipeline.store.ledger import Proofs
+        from pipeline.store.snapshot import open_for_reading
 
         try:
-            database = Database(db or settings.db_path, read_only=True)
+            database = open_for_reading(settings, db)
             try:
                 bundle = Proofs(database, None).bundle(event_id)
             finally:
@@ -348,13 +348,12 @@ def audit(db: Path | None, key: str | None, quiet: bool) -> None:
     from tqdm import tqdm
 
     from pipeline.audit import audit as run_audit
-    from pipeline.store.db import Database
+    from pipeline.store.snapshot import open_for_reading
 
     settings = load_settings()
     verifier = _verifier_from(key, settings)
-    path = db or settings.db_path
     try:
-        database = Database(path, read_only=True)
+        database = open_for_reading(settings, db)
     except PipelineError as exc:
         raise fail_on(exc) from None
     try:
@@ -405,6 +404,12 @@ def schema(write: bool, path: Path) -> None:
         click.echo(f"wrote {path}", err=True)
     else:
         click.echo(text, nl=False)
+
+
+from pipeline.analytics.commands import analytics, anomalies  # noqa: E402
+
+main.add_command(analytics)
+main.add_command(anomalies)
 
 
 if __name__ == "__main__":

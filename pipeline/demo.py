@@ -33,11 +33,12 @@ class Status:
     blocks: int = 0
     checkpoints: int = 0
     cosigned: int = 0
+    anomalies: int = 0
 
     def line(self, elapsed: float) -> str:
         return (f"[{elapsed:5.0f}s] produced {self.produced:,}  accepted {self.accepted:,}  "
                 f"dead-lettered {self.dead_lettered:,}  blocks {self.blocks:,}  checkpoints {self.checkpoints:,}"
-                f" (witnessed {self.cosigned:,})")
+                f" (witnessed {self.cosigned:,})  anomalies {self.anomalies:,}")
 
 
 def _child_env(settings: Settings, bootstrap: str) -> dict[str, str]:
@@ -82,7 +83,7 @@ class _Produced:
 def _status(url: str, produced: _Produced) -> Status:
     t = _get(f"{url}/health")["tables"]
     return Status(produced(), t["events"] + t["duplicate_leaves"], t["dead_letters"], t["blocks"],
-                  t["checkpoints"], t["cosigned_checkpoints"])
+                  t["checkpoints"], t["cosigned_checkpoints"], t.get("anomalies", 0))
 
 
 def run_demo(settings: Settings, duration: float | None, rate: float, seed: int, workers: int = 1) -> int:
@@ -105,6 +106,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
         for n in range(workers):
             children[f"worker-{n}"] = spawn([*cli, "worker"], env, logs / f"worker-{n}.log")
         children["store"] = spawn([*cli, "serve"], env, logs / "store.log")
+        # The models read the sealed stream in their own consumer group.
+        children["analytics"] = spawn([*cli, "analytics"], env, logs / "analytics.log")
         url = _wait_for_store(settings, children["store"], logs / "store.log")
         producer_env = dict(env, PROVENANCE_PRODUCER__MALFORMED_SHARE=str(max(settings.producer.malformed_share, 0.01)))
         children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet"],
@@ -115,6 +118,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
         children["witness"] = spawn([*cli, "witness", "--store", url, "--log-key", key], env, logs / "witness.log")
         witness_key = _witness_key(logs / "witness.log", children["witness"])
         print(f"\n  dashboard:  {url}/\n  SQL:        provenance sql \"select event_type, count(*) from events group by 1\"\n"
+              f"  anomalies:  provenance sql \"select kind, explanation from anomalies\"  (or {url}/anomalies)\n"
               f"  proofs:     provenance prove EVENT_ID -o proof.json && provenance verify proof.json --key {key}\n"
               f"              (add --witness-key {witness_key} to require the witness's cosignature)\n"
               f"  Ctrl-C stops everything.\n", flush=True)
@@ -140,7 +144,7 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
         produced.close()
         print(status.line(time.monotonic() - started), flush=True)
     finally:
-        for name in ["producer", "witness", *[n for n in children if n.startswith("worker")], "store"]:
+        for name in ["producer", "witness", "analytics", *[n for n in children if n.startswith("worker")], "store"]:
             proc = children.pop(name, None)
             if proc is not None:
                 stop(proc, signal.SIGTERM, timeout=15)

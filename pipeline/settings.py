@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.core.strict_json import Limits
+
 
 class _Group(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -34,6 +36,24 @@ class TopicSettings(_Group):
 
     def name(self, topic: str) -> str:
         return f"{self.prefix}{topic}"
+
+    def sequenced(self) -> list[str]:
+        """The topics the worker sequences into logs, in the order their logs take ledger partitions."""
+        return [self.events, self.epcis]
+
+    @property
+    def ledger_partitions(self) -> int:
+        """Partitions of ledger.entries and ledger.blocks: one per log of every sequenced topic."""
+        return self.partitions * len(self.sequenced())
+
+    def ledger_partition(self, topic: str, partition: int) -> int:
+        """The ledger.entries/ledger.blocks partition carrying log `<topic>/<partition>` (topic unprefixed).
+
+        Shipment logs keep partitions 0..P-1; `epcis-events/p` uses P + p, so
+        every log has a ledger.blocks partition of its own and with it exactly
+        one commit point.
+        """
+        return self.sequenced().index(topic) * self.partitions + partition
 
     def all(self) -> list[str]:
         return [
@@ -81,10 +101,63 @@ class WorkerSettings(_Group):
     commit_interval: float = Field(default=0.25, gt=0, description="seconds between offset commits")
 
 
+class AnalyticsSettings(_Group):
+    """The analytics process: its consumer group on ledger.entries and the delay detector."""
+
+    group_id: str = "provenance-analytics"
+    batch_size: int = Field(default=200, ge=1, description="ledger.entries messages per take")
+    batch_within: float = Field(default=0.5, gt=0)
+    web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
+    allowed_lateness: float = Field(default=2.0, ge=0, description="event-time hours an event may arrive late")
+    late_tolerance: float = Field(default=1.0, ge=0, description="hours past the promise before `late`")
+    retention: float = Field(default=72.0, gt=0, description="event-time hours a finished shipment is kept")
+    min_deliveries: int = Field(default=30, ge=1, description="deliveries before a lane's own quantiles are used")
+    window: int = Field(default=256, ge=8, le=100_000, description="recent samples each quantile keeps")
+
+
+class MetricsSettings(_Group):
+    """Prometheus `/metrics` of the worker and analytics processes (the store serves it on its own port)."""
+
+    host: str = "127.0.0.1"
+    worker_port: int = Field(default=0, ge=0, le=65535, description="0: no exporter")
+    analytics_port: int = Field(default=0, ge=0, le=65535, description="0: no exporter")
+
+
+class SnapshotSettings(_Group):
+    """The copy of the store's file that outside readers (Grafana, audit) open while the store runs."""
+
+    interval: float = Field(default=30.0, ge=0, description="seconds between snapshots; 0: none")
+    path: Path | None = Field(default=None, description="defaults to <data_dir>/snapshot.duckdb")
+
+
 class ProducerSettings(_Group):
     linger_ms: int = Field(default=20, ge=0)
     batch_size: int = Field(default=262_144, ge=1)
     malformed_share: float = Field(default=0.0, ge=0, le=1)
+
+
+class LimitSettings(_Group):
+    """Bounds on untrusted input: every record the worker reads and every `POST /events` body.
+
+    A record over a record limit is dead-lettered (by the worker) or refused
+    with 400 (by the store), with the limit named in the reason.
+    """
+
+    max_bytes: int = Field(default=1_048_576, ge=256, le=64 * 1_048_576, description="bytes in one record")
+    max_depth: int = Field(default=64, ge=4, le=512, description="nesting of arrays and objects in one record")
+    max_string: int = Field(default=65_536, ge=256, description="characters in one string or member name")
+    max_fields: int = Field(default=1_000, ge=16, description="members of one JSON object")
+    max_array: int = Field(default=10_000, ge=16, description="elements of one JSON array")
+    max_items: int = Field(default=1_000, ge=1, description="entries of one event's `items`")
+    max_body: int = Field(default=16 * 1_048_576, ge=1024, description="bytes in one HTTP request body (413 beyond)")
+    max_request_events: int = Field(default=10_000, ge=1, description="events in one POST /events")
+    request_timeout: float = Field(default=30.0, gt=0, description="seconds to read a request body and answer it")
+    max_concurrent_writes: int = Field(default=8, ge=1, description="POST /events handled at once (429 beyond)")
+
+    def record(self) -> Limits:
+        """The record limits as the pure decoder takes them."""
+        return Limits(max_bytes=self.max_bytes, max_depth=self.max_depth, max_string=self.max_string,
+                      max_fields=self.max_fields, max_array=self.max_array, max_items=self.max_items)
 
 
 class Settings(BaseSettings):
@@ -105,10 +178,18 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
     producer: ProducerSettings = ProducerSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    snapshot: SnapshotSettings = SnapshotSettings()
+    limits: LimitSettings = LimitSettings()
 
     @property
     def db_path(self) -> Path:
         return self.store.db_file or self.data_dir / "provenance.duckdb"
+
+    @property
+    def snapshot_path(self) -> Path:
+        return self.snapshot.path or self.data_dir / "snapshot.duckdb"
 
     @property
     def key_path(self) -> Path:

@@ -65,7 +65,10 @@ def _is_simple(value: Any) -> bool:
 
 
 def parse_json(text: str) -> Parsed:
-    """Parse strict JSON (no NaN/Infinity) and classify it for canonical encoding.
+    """Parse JSON (no NaN/Infinity) and classify it for canonical encoding.
+
+    Trusted text only: records from outside go through `pipeline.core.strict_json.decode`,
+    which bounds them and refuses duplicate keys, lone surrogates and unrepresentable numbers.
 
     >>> parse_json('{"a": 1.5}').simple, parse_json('{"a": 5.0}').simple
     (True, False)
@@ -74,7 +77,7 @@ def parse_json(text: str) -> Parsed:
         value = _DECODER.decode(text)
     except json.JSONDecodeError as exc:
         raise InvalidEvent(f"not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise InvalidEvent(f"not JSON: {exc}") from None
     return Parsed(value, _ASTRAL.search(text) is None and _is_simple(value))
 
@@ -108,8 +111,12 @@ def canonical_bytes(value: Any, simple: bool = False) -> bytes:
     """
     if simple:
         try:
-            return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
-        except (orjson.JSONEncodeError, TypeError):
+            out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            if b"null" not in out:  # orjson writes NaN and infinities as null: check those the slow way
+                return out
+            return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False).encode("utf-8")
+        except (orjson.JSONEncodeError, TypeError, UnicodeEncodeError, ValueError):
             pass  # lone surrogates and the like: let the reference decide
     try:
         return rfc8785.dumps(_as_doubles(value))

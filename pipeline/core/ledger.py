@@ -9,14 +9,17 @@ at `last_offset + 1`, so replays never record an event twice or fork a chain.
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from typing import Any
 
 from pipeline.core.blocks import BlockHeader, seal_block
-from pipeline.core.canonical import canonical_bytes, parse_json
+from pipeline.core.canonical import canonical_bytes
 from pipeline.core.merkle import CompactRange, leaf_hash
-from pipeline.errors import LedgerError
-from pipeline.schema import ShipmentEvent, decode_text, validate_object
+from pipeline.core.strict_json import LIMITS, JSONRefused, Limits, decode, kind
+from pipeline.errors import InvalidEvent, LedgerError
+from pipeline.schema import ShipmentEvent, validate_object
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,6 +34,23 @@ class Entry:
     leaf_hash: bytes
     offset: int
     payload: bytes
+    extra: dict[str, Any] | None = None  # more fields for the entry record (EPCIS: type, hash, view)
+
+
+@dataclass(frozen=True, slots=True)
+class LeafFacts:
+    """What a log records beside a leaf that is not a ShipmentEvent (an EPCIS event, say)."""
+
+    event_id: str
+    shipment_id: str
+    event_type: str
+    event_time: str  # RFC 3339 in UTC
+    extra: dict[str, Any] | None = None
+
+
+# A topic's accept function: raw record bytes to the leaves they become, in order
+# (one for a shipment event, one per event for an EPCIS document); raises InvalidEvent.
+AcceptRecord = Callable[[bytes], Sequence[tuple["ShipmentEvent | LeafFacts", bytes]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,14 +72,36 @@ def _instant(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
-def accept(raw: bytes) -> tuple[ShipmentEvent, bytes]:
+def accept(raw: bytes | None, limits: Limits = LIMITS) -> tuple[ShipmentEvent, bytes]:
     """Validate raw record bytes and return the event with its leaf bytes (JCS).
 
-    Raises InvalidEvent with field-level reasons for anything not acceptable.
+    Raises InvalidEvent with a reason (and field-level errors) for anything not
+    acceptable, and nothing else: whatever the bytes, the caller gets a verdict.
     """
-    parsed = parse_json(decode_text(raw))
-    event = validate_object(parsed.value)
-    return event, canonical_bytes(parsed.value, parsed.simple)
+    try:
+        parsed = decode(raw, limits)
+        if type(parsed.value) is not dict:
+            raise JSONRefused("not_object", f"a record must be one JSON object (a ShipmentEvent), got "
+                              f"{kind(parsed.value)}")
+        event = validate_object(parsed.value)
+        if event.items is not None and len(event.items) > limits.max_items:
+            raise InvalidEvent(f"items: {len(event.items)} entries, more than the limit of {limits.max_items} "
+                               "per event", [{"field": "items", "message": "too many entries", "type": "limit"}])
+        try:
+            utc_text(event)
+        except (OverflowError, ValueError):
+            raise InvalidEvent("event_time: outside the range of dates once converted to UTC",
+                               [{"field": "event_time", "message": "out of range in UTC", "type": "range"}]) from None
+        return event, canonical_bytes(parsed.value, parsed.simple)
+    except InvalidEvent:
+        raise
+    except Exception as exc:  # a validator's bug or exhaustion must still end in a verdict, not a crash
+        raise InvalidEvent(f"could not be validated: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def accept_shipment(raw: bytes, limits: Limits = LIMITS) -> list[tuple[ShipmentEvent | LeafFacts, bytes]]:
+    """`accept` as a topic's AcceptRecord: one record, one leaf."""
+    return [accept(raw, limits)]
 
 
 @dataclass
@@ -107,19 +149,23 @@ class PartitionLog:
         self.next_offset = offset + 1
         return True
 
-    def append(self, offset: int, event: ShipmentEvent, payload: bytes) -> Entry:
-        """Add one accepted event as the next leaf (call `admit` first)."""
+    def append(self, offset: int, event: ShipmentEvent | LeafFacts, payload: bytes) -> Entry:
+        """Add one accepted event as the next leaf (call `admit` first; one record may add several)."""
         h = leaf_hash(payload)
-        entry = Entry(
-            event_id=event.event_id,
-            shipment_id=event.shipment_id,
-            event_type=event.event_type.value,
-            event_time=utc_text(event),
-            leaf_index=self.tree.size,
-            leaf_hash=h,
-            offset=offset,
-            payload=payload,
-        )
+        if isinstance(event, LeafFacts):
+            entry = Entry(event.event_id, event.shipment_id, event.event_type, event.event_time,
+                          self.tree.size, h, offset, payload, event.extra)
+        else:
+            entry = Entry(
+                event_id=event.event_id,
+                shipment_id=event.shipment_id,
+                event_type=event.event_type.value,
+                event_time=utc_text(event),
+                leaf_index=self.tree.size,
+                leaf_hash=h,
+                offset=offset,
+                payload=payload,
+            )
         self.tree.append(h)
         self.pending.append(entry)
         return entry

@@ -51,7 +51,7 @@ def decode_block(value: bytes) -> BlockMessage:
 
 
 def entry_record(log_id: str, e: Entry) -> dict[str, Any]:
-    return {
+    record = {
         "event_id": e.event_id,
         "shipment_id": e.shipment_id,
         "event_type": e.event_type,
@@ -62,6 +62,9 @@ def entry_record(log_id: str, e: Entry) -> dict[str, Any]:
         "kafka_offset": e.offset,
         "payload": e.payload.decode("utf-8"),
     }
+    if e.extra:
+        record.update(e.extra)
+    return record
 
 
 def encode_entries(log_id: str, entries: list[Entry], bundle_size: int) -> list[bytes]:

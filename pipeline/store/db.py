@@ -33,12 +33,13 @@ class IngestBatch:
     dead_letters: list[dict[str, Any]] = field(default_factory=list)
     checkpoints: list[dict[str, Any]] = field(default_factory=list)
     cosignatures: list[dict[str, Any]] = field(default_factory=list)
+    anomalies: list[dict[str, Any]] = field(default_factory=list)
     tiles: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return (len(self.entries) + len(self.blocks) + len(self.dead_letters) + len(self.checkpoints)
-                + len(self.cosignatures))
+                + len(self.cosignatures) + len(self.anomalies))
 
 
 @dataclass
@@ -51,10 +52,15 @@ class IngestResult:
     conflicts: int = 0
     dead_letters: int = 0
     checkpoints: int = 0
+    anomalies: int = 0
 
     def add(self, other: IngestResult) -> None:
         for f in fields(IngestResult):
             setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
+
+
+_ANOMALY_TEXT = ("anomaly_id", "event_id", "shipment_id", "lane", "kind", "severity", "status", "explanation",
+                 "model", "log_id")
 
 
 def _now() -> datetime:
@@ -64,7 +70,8 @@ def _now() -> datetime:
 class Database:
     """The DuckDB file of one store; `read_only` for `provenance sql`/`audit` with no store running."""
 
-    def __init__(self, path: Path | str, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, read_only: bool = False, writable: Sequence[Path] = ()) -> None:
+        """`writable`: the only other files this connection may open (the snapshot's scratch files)."""
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
@@ -78,6 +85,9 @@ class Database:
         self._write_lock = threading.Lock()
         if not read_only:
             self.con.execute(resources.files("pipeline.store").joinpath("schema.sql").read_text())
+        if writable:
+            allowed = ", ".join("'" + str(Path(p).resolve()).replace("'", "''") + "'" for p in writable)
+            self.con.execute(f"SET allowed_paths = [{allowed}]")
         # User SQL can read tables and nothing else: no files, no network, no settings.
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
@@ -124,6 +134,8 @@ class Database:
                         "INSERT INTO cosignatures VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
                         [(c["sequence"], c["witness"], c["key_id"], c["line"], now) for c in batch.cosignatures],
                     )
+                if batch.anomalies:
+                    result.anomalies = self._upsert_anomalies(cur, batch.anomalies, now)
                 if batch.tiles:
                     tiles = pa.table({
                         "log_id": [k[0] for k in batch.tiles], "level": [k[1] for k in batch.tiles],
@@ -243,6 +255,57 @@ class Database:
                      for log_id, e in r["logs"].items()],
                 )
 
+    def _upsert_anomalies(self, cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], now: datetime) -> int:
+        """Keep the highest revision of each anomaly_id; a replayed or older revision changes nothing."""
+        latest: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            seen = latest.get(r["anomaly_id"])
+            if seen is None or r["revision"] > seen["revision"]:
+                latest[r["anomaly_id"]] = r
+        staged = pa.table({
+            **{c: [r[c] for r in latest.values()] for c in _ANOMALY_TEXT},
+            **{c: pa.array([r[c] for r in latest.values()], pa.float64()) for c in ("score", "expected", "actual")},
+            "observed_at": [r["observed_at"] for r in latest.values()],
+            "detected_at": [r.get("detected_at") or now.isoformat() for r in latest.values()],
+            "evidence": [json.dumps(r.get("evidence") or {}) for r in latest.values()],
+            "leaf_index": pa.array([r["leaf_index"] for r in latest.values()], pa.int64()),
+            "revision": pa.array([r["revision"] for r in latest.values()], pa.int64()),
+        })
+        cur.register("staged_anomalies", staged)
+        before = cur.execute("SELECT count(*) FROM anomalies a JOIN staged_anomalies s USING (anomaly_id)"
+                             " WHERE s.revision > a.revision").fetchone()
+        fresh = cur.execute("SELECT count(*) FROM staged_anomalies s ANTI JOIN anomalies a USING (anomaly_id)").fetchone()
+        cur.execute(
+            "INSERT INTO anomalies SELECT anomaly_id, event_id, shipment_id, lane, kind, severity, status, score,"
+            " expected, actual, observed_at::TIMESTAMPTZ, detected_at::TIMESTAMPTZ, explanation, evidence::JSON,"
+            " model, log_id, leaf_index, revision, $1 FROM staged_anomalies"
+            " ON CONFLICT (anomaly_id) DO UPDATE SET event_id = excluded.event_id, lane = excluded.lane,"
+            " severity = excluded.severity, status = excluded.status, score = excluded.score,"
+            " expected = excluded.expected, actual = excluded.actual, observed_at = excluded.observed_at,"
+            " explanation = excluded.explanation, evidence = excluded.evidence, model = excluded.model,"
+            " log_id = excluded.log_id, leaf_index = excluded.leaf_index, revision = excluded.revision,"
+            " updated_at = excluded.updated_at WHERE excluded.revision > anomalies.revision",
+            [now],
+        )
+        cur.unregister("staged_anomalies")
+        return int(before[0] if before else 0) + int(fresh[0] if fresh else 0)
+
+    def anomalies(self, kind: str | None = None, status: str | None = None, lane: str | None = None,
+                  limit: int = 100) -> list[dict[str, Any]]:
+        """Anomaly rows, newest observation first, filtered by kind, status and lane."""
+        where, params = [], []
+        for column, value in (("kind", kind), ("status", status), ("lane", lane)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        clause = f"WHERE {' AND '.join(where)}" if where else ""
+        rows = self.fetch_dicts(
+            f"SELECT * EXCLUDE (updated_at) FROM anomalies {clause}"
+            " ORDER BY observed_at DESC, anomaly_id LIMIT ?", [*params, limit])
+        for r in rows:
+            r["evidence"] = json.loads(r["evidence"]) if r["evidence"] else {}
+        return rows
+
     # ---- reads -------------------------------------------------------------------------
 
     def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -327,10 +390,10 @@ class Database:
             "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM blocks),"
             " (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM checkpoints),"
             " (SELECT count(*) FROM duplicate_leaves), (SELECT count(*) FROM block_conflicts),"
-            " (SELECT count(DISTINCT sequence) FROM cosignatures)"
+            " (SELECT count(DISTINCT sequence) FROM cosignatures), (SELECT count(*) FROM anomalies)"
         )[0]
         names = ("events", "blocks", "dead_letters", "checkpoints", "duplicate_leaves", "block_conflicts",
-                 "cosigned_checkpoints")
+                 "cosigned_checkpoints", "anomalies")
         return dict(zip(names, (int(v) for v in row)))
 
     # ---- user SQL ----------------------------------------------------------------------

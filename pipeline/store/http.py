@@ -15,10 +15,13 @@ from typing import Any
 
 from aiohttp import web
 
+from pipeline import metrics
+from pipeline.core.anomaly import KINDS, STATUSES
 from pipeline.core.ledger import accept
 from pipeline.errors import InvalidChallenge, InvalidEvent, NotFound, PipelineError, QueryRejected
 from pipeline.settings import Settings
 from pipeline.store.db import Database
+from pipeline.store.gauges import refresh_store_gauges
 from pipeline.store.sandbox import json_value
 
 log = logging.getLogger(__name__)
@@ -83,6 +86,7 @@ class Api:
         r.add_post("/events", self.post_events)
         r.add_get("/events/{event_id}", self.get_event)
         r.add_get("/blocks", self.get_blocks)
+        r.add_get("/anomalies", self.get_anomalies)
         r.add_post("/sql", self.post_sql)
         r.add_get("/metrics", self.metrics)
         r.add_get("/proofs/consistency", self.get_consistency)
@@ -133,6 +137,22 @@ class Api:
         rows = await asyncio.to_thread(self.db.blocks, q.get("log_id"), limit, before)
         return _json({"blocks": rows})
 
+    async def get_anomalies(self, request: web.Request) -> web.Response:
+        q = request.query
+        kind, status = q.get("kind") or None, q.get("status") or None
+        if kind is not None and kind not in KINDS:
+            raise InvalidChallenge(f"unknown kind {kind!r}; one of {', '.join(KINDS)}")
+        if status is not None and status not in STATUSES:
+            raise InvalidChallenge(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
+        try:
+            limit = int(q.get("limit", "100"))
+        except ValueError:
+            raise InvalidChallenge("limit must be an integer") from None
+        if not 1 <= limit <= 10_000:
+            raise InvalidChallenge("limit must be between 1 and 10000")
+        rows = await asyncio.to_thread(self.db.anomalies, kind, status, q.get("lane") or None, limit)
+        return _json({"anomalies": rows})
+
     async def post_sql(self, request: web.Request) -> web.Response:
         try:
             body = await request.json()
@@ -140,15 +160,26 @@ class Api:
             raise InvalidChallenge('body must be JSON: {"query": "SELECT ..."}') from None
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
             raise InvalidChallenge('body must be JSON: {"query": "SELECT ..."}')
+        shape = request.query.get("shape", "arrays")
+        if shape not in ("arrays", "objects"):
+            raise InvalidChallenge(f"shape must be arrays or objects, not {shape!r}")
         cap = self.settings.store.row_cap
         result = await asyncio.to_thread(self.db.query, body["query"], cap, self.settings.store.query_timeout)
-        return _json({"columns": result.columns, "rows": result.rows, "truncated": result.truncated})
+        rows: list[Any] = result.rows
+        if shape == "objects":  # one JSON object per row, for JSON dashboards such as Grafana's Infinity
+            rows = [dict(zip(result.columns, row)) for row in result.rows]
+        return _json({"columns": result.columns, "rows": rows, "truncated": result.truncated})
 
     async def get_proof(self, request: web.Request) -> web.Response:
-        bundle = await asyncio.to_thread(self.ledger.proofs.bundle, request.match_info["event_id"])
-        return _json(bundle)
+        with metrics.PROOF_SECONDS.labels("inclusion").time():
+            bundle = await asyncio.to_thread(self.ledger.proofs.bundle, request.match_info["event_id"])
+            return _json(bundle)
 
     async def get_consistency(self, request: web.Request) -> web.Response:
+        with metrics.PROOF_SECONDS.labels("consistency").time():
+            return await self._consistency(request)
+
+    async def _consistency(self, request: web.Request) -> web.Response:
         q = request.query
         log_id = q.get("log_id")
         if not log_id:
@@ -175,16 +206,6 @@ class Api:
 
     async def metrics(self, request: web.Request) -> web.Response:
         status = await self.status()
-        lines = []
-        for name, value in status.get("tables", {}).items():
-            lines.append(f'provenance_rows{{table="{name}"}} {value}')
-        for topic, value in status.get("lag", {}).items():
-            lines.append(f'provenance_consumer_lag{{topic="{topic}"}} {value}')
-        for name, value in status.get("ingest", {}).items():
-            if isinstance(value, int):
-                lines.append(f"provenance_ingest_{name}_total {value}")
-        text = "\n".join(
-            ["# TYPE provenance_rows gauge", "# TYPE provenance_consumer_lag gauge", *lines]
-        ) + "\n"
-        return web.Response(text=text, content_type="text/plain", charset="utf-8",
-                            headers={"X-Content-Type-Options": "nosniff"})
+        await asyncio.to_thread(refresh_store_gauges, self.db, status)
+        return web.Response(body=metrics.render(), headers={"Content-Type": metrics.CONTENT_TYPE,
+                                                             "X-Content-Type-Options": "nosniff"})

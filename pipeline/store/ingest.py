@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from pipeline import metrics
 from pipeline.core import wire
 from pipeline.errors import BrokerError, InvalidChallenge
 from pipeline.settings import Settings
@@ -47,14 +48,16 @@ class Ingestor:
         self.dead_topic = t.name(t.dead_letter)
         self.checkpoints_topic = t.name(t.checkpoints)
         self.cosignatures_topic = t.name(t.cosignatures)
+        self.anomalies_topic = t.name(t.anomalies)
         self.topics = [self.entries_topic, self.blocks_topic, self.dead_topic, self.checkpoints_topic,
-                       self.cosignatures_topic]
+                       self.cosignatures_topic, self.anomalies_topic]
         self.consumer: AIOKafkaConsumer | None = None
         self.stats = IngestStats()
         self.next_leaf: dict[str, int] = {}
         self.committed: dict[tuple[str, int], int] = {}
         self.listeners: list[Any] = []  # callables(batch) run after each committed batch
         self.preprocessors: list[Any] = []  # callables(batch) run before a batch is written
+        self.produced: list[float] = []  # produced times of the entries bundles in the current poll
         self._stopping = asyncio.Event()
 
     async def start(self) -> None:
@@ -87,6 +90,8 @@ class Ingestor:
                 await consumer.seek_to_beginning(tp)
             else:
                 consumer.seek(tp, offset)
+        for (topic, p), offset in stored.items():
+            metrics.STORE_POSITIONS.advance(topic, p, offset, None)
         self.next_leaf = await asyncio.to_thread(self.db.next_leaf_indices)
         self.consumer = consumer
 
@@ -117,6 +122,7 @@ class Ingestor:
             self.committed.update(batch.offsets)
             self.stats.polls += 1
             self.stats.add(result)
+            metrics.store_committed(asdict(result), self.produced)
             if result.conflicts:
                 log.error("FORK: %d block(s) conflict with recorded blocks at the same height", result.conflicts)
             for listener in self.listeners:
@@ -124,9 +130,13 @@ class Ingestor:
 
     def decode(self, polled: dict[TopicPartition, list[Any]]) -> IngestBatch:
         batch = IngestBatch()
+        self.produced = []
         for tp, messages in polled.items():
             if not messages:
                 continue
+            last = messages[-1]
+            metrics.store_poll(tp.topic, tp.partition, len(messages), last.offset + 1,
+                               last.timestamp / 1000 if last.timestamp else None)
             for msg in messages:
                 try:
                     self._decode_one(tp.topic, msg, batch)
@@ -138,6 +148,9 @@ class Ingestor:
 
     def _decode_one(self, topic: str, msg: Any, batch: IngestBatch) -> None:
         if topic == self.entries_topic:
+            produced = metrics.produced_at(msg.headers)
+            if produced is not None:
+                self.produced.append(produced)
             for entry in wire.decode_entries(msg.value):
                 log_id = entry["log_id"]
                 expected = self.next_leaf.get(log_id, 0)
@@ -166,6 +179,11 @@ class Ingestor:
             batch.checkpoints.append(json.loads(msg.value))
         elif topic == self.cosignatures_topic:
             batch.cosignatures.append(json.loads(msg.value))
+        elif topic == self.anomalies_topic:
+            row = json.loads(msg.value)
+            if not isinstance(row, dict) or not isinstance(row.get("revision"), int) or "anomaly_id" not in row:
+                raise ValueError("an anomaly row needs anomaly_id and an integer revision")
+            batch.anomalies.append(row)
 
     async def lag(self) -> dict[str, int]:
         """Records on the broker not yet in DuckDB, per topic."""
@@ -174,6 +192,7 @@ class Ingestor:
             return {}
         tps = list(consumer.assignment())
         ends = await consumer.end_offsets(tps)
+        metrics.STORE_POSITIONS.known_ends = {(tp.topic, tp.partition): end for tp, end in ends.items()}
         out: dict[str, int] = {}
         for tp in tps:
             done = self.committed.get((tp.topic, tp.partition), 0)

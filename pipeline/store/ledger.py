@@ -24,6 +24,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from pipeline import fatal
 from pipeline.core.blocks import BlockHeader
 from pipeline.core.bundle import build_bundle
 from pipeline.core.checkpoint import Checkpoint, CheckpointEntry, parse_checkpoint, sign_checkpoint
@@ -341,7 +342,7 @@ class LedgerService:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.tiles.restore, self.db.next_leaf_indices())
-        self._task = asyncio.create_task(self.checkpointer.run())
+        self._task = fatal.watch(asyncio.create_task(self.checkpointer.run()), "the checkpointer")
 
     async def stop(self) -> None:
         if self._task is not None:

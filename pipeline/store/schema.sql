@@ -98,3 +98,25 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     next_offset BIGINT NOT NULL,
     PRIMARY KEY (topic, partition)
 );
+-- Delay anomalies from analytics.anomalies: one row per (shipment, kind), the highest revision kept.
+CREATE TABLE IF NOT EXISTS anomalies (
+    anomaly_id   VARCHAR PRIMARY KEY,
+    event_id     VARCHAR NOT NULL,
+    shipment_id  VARCHAR NOT NULL,
+    lane         VARCHAR NOT NULL,
+    kind         VARCHAR NOT NULL,
+    severity     VARCHAR NOT NULL,
+    status       VARCHAR NOT NULL,
+    score        DOUBLE,
+    expected     DOUBLE,
+    actual       DOUBLE,
+    observed_at  TIMESTAMPTZ NOT NULL,
+    detected_at  TIMESTAMPTZ NOT NULL,
+    explanation  VARCHAR NOT NULL,
+    evidence     JSON,
+    model        VARCHAR NOT NULL,
+    log_id       VARCHAR NOT NULL,
+    leaf_index   BIGINT NOT NULL,
+    revision     BIGINT NOT NULL,
+    updated_at   TIMESTAMPTZ NOT NULL
+);

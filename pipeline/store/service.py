@@ -21,6 +21,7 @@ from pipeline.store.db import Database
 from pipeline.store.http import Api
 from pipeline.store.ingest import Ingestor
 from pipeline.store.ledger import LedgerService
+from pipeline.store.snapshot import SnapshotPublisher, scratch_paths
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,8 @@ class Store:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.db = Database(settings.db_path)
+        snapshots = settings.snapshot.interval > 0
+        self.db = Database(settings.db_path, writable=scratch_paths(settings.snapshot_path) if snapshots else ())
         self.ingestor = Ingestor(settings, self.db)
         self.producer: AIOKafkaProducer | None = None
         self.api = Api(settings, self.db, self.produce, self.status)
@@ -40,7 +42,7 @@ class Store:
         self.ingestor.preprocessors.append(self.ledger.tiles)
         self.ingestor.listeners.append(lambda batch: self.ledger.proofs.tiles.remember(batch.tiles))
         self.api.ledger = self.ledger
-        self.extensions: list[Any] = [self.ledger]  # services started with the store
+        self.extensions: list[Any] = [self.ledger, SnapshotPublisher(settings, self.db)]  # started with the store
 
     async def produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
         if self.producer is None:

@@ -1,20 +1,26 @@
-"""The faust app: each poll of the source topic goes straight to the ledger sequencer.
+"""The faust app: each poll of a sequenced topic goes straight to that topic's ledger sequencer.
 
-`provenance worker` runs it. The source topic takes the batch path of
-`pipeline.worker.transport` (no per-record stream, no faust acks); the
-sequencer commits the consumer offsets itself once blocks are delivered. Delivery is at-least-once with idempotent writes
+`provenance worker` runs it. Sequenced topics take the batch path of
+`pipeline.worker.transport` (no per-record stream, no faust acks); each
+sequencer commits its consumer offsets once its blocks are delivered. Delivery is at-least-once with idempotent writes
 downstream; faust's exactly-once mode is not used (see docs/design.md).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from pipeline import fatal, metrics
 from pipeline.core import wire
+from pipeline.core.epcis.record import accept_epcis_record
+from pipeline.core.ledger import AcceptRecord, accept_shipment
 from pipeline.errors import LedgerError
 from pipeline.settings import Settings
 from pipeline.worker import transport
@@ -40,8 +46,13 @@ class _BlockReader:
         self.bootstrap = bootstrap
         self.topic = topic
         self.consumer: AIOKafkaConsumer | None = None
+        self.lock = asyncio.Lock()  # one consumer, shared by every topic's sequencer
 
     async def __call__(self, partition: int) -> wire.BlockMessage | None:
+        async with self.lock:
+            return await self._read(partition)
+
+    async def _read(self, partition: int) -> wire.BlockMessage | None:
         if self.consumer is None:
             self.consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
@@ -73,8 +84,24 @@ class _BlockReader:
             self.consumer = None
 
 
+class _Dispatcher:
+    """The transport's batch handler: each partition's records to the sequencer of its topic."""
+
+    def __init__(self, sequencers: dict[str, LedgerSequencer]) -> None:
+        self.sequencers = sequencers
+        self.topics = frozenset(sequencers)
+
+    async def handle_poll(self, polled: Mapping[Any, Sequence[Any]], generation: int) -> None:
+        for tp, records in polled.items():
+            if records:
+                await self.sequencers[tp.topic].handle_partition(tp.partition, records, generation)
+
+    def on_fatal(self, exc: BaseException) -> None:
+        fatal.crash("the ledger batch path", exc)
+
+
 def build_app(settings: Settings) -> faust.App:
-    """The worker app: the ledger's batch path on the source topic, its timer and rebalance hooks."""
+    """The worker app: the ledger's batch path on the sequenced topics, its timers and rebalance hooks."""
     topics = settings.topics
     w = settings.worker
     # faust creates its data folder without parents; the worker may start before anything else did.
@@ -106,42 +133,65 @@ def build_app(settings: Settings) -> faust.App:
         stream_wait_empty=False,
     )
     reader = _BlockReader(settings.kafka, topics.name(topics.blocks))
+    publisher = _FaustPublisher(app)
     committer = OffsetCommitter(lambda offsets: transport.commit(app, offsets), w.commit_interval)
-    sequencer = LedgerSequencer(
-        source_topic=topics.name(topics.events),
-        entries_topic=topics.name(topics.entries),
-        blocks_topic=topics.name(topics.blocks),
-        dead_letter_topic=topics.name(topics.dead_letter),
-        publisher=_FaustPublisher(app),
-        committer=committer,
-        load_block=reader,
-        max_events=settings.ledger.max_events,
-        max_age=settings.ledger.max_age,
-        bundle_size=settings.ledger.bundle_size,
-        current_generation=lambda: transport.generation(app),
-    )
-    app.sequencer = sequencer  # type: ignore[attr-defined]
-    source_topics = transport.attach(app, sequencer)
-    source_names = {t.get_topic_name() for t in source_topics}
+    # One sequencer per sequenced topic: same blocks, commit point and crash safety; each
+    # topic has its own accept function and its own range of ledger partitions.
+    sequencers: dict[str, LedgerSequencer] = {}
+    for topic, accept in _accept_functions(settings).items():
+        sequencers[topics.name(topic)] = LedgerSequencer(
+            source_topic=topics.name(topic),
+            entries_topic=topics.name(topics.entries),
+            blocks_topic=topics.name(topics.blocks),
+            dead_letter_topic=topics.name(topics.dead_letter),
+            publisher=publisher,
+            committer=committer,
+            load_block=reader,
+            max_events=settings.ledger.max_events,
+            max_age=settings.ledger.max_age,
+            bundle_size=settings.ledger.bundle_size,
+            accept=accept,
+            ledger_partition_base=topics.ledger_partition(topic, 0),
+            # A failed publish leaves the in-memory log ahead of its commit point: only a restart is exact.
+            on_fatal=lambda: fatal.crash("publishing a block"),
+            current_generation=lambda: transport.generation(app),
+        )
+    app.sequencer = sequencers[topics.name(topics.events)]  # type: ignore[attr-defined]
+    app.sequencers = sequencers  # type: ignore[attr-defined]
+    transport.attach(app, _Dispatcher(sequencers))
 
     @app.timer(interval=min(settings.ledger.max_age / 4, 0.5))
     async def seal_due() -> None:
-        await sequencer.seal_due()
+        async def seal_all() -> None:
+            for sequencer in sequencers.values():
+                await sequencer.seal_due()
+
+        await fatal.guarded("the seal timer", seal_all)
 
     @app.task
     async def commit_offsets() -> None:
-        await committer.run()
+        await fatal.guarded("the offset committer", committer.run)
+
+    def end_offsets() -> dict[tuple[str, int], int]:
+        consumer = app.consumer
+        ends = ((tp, consumer.highwater(tp)) for tp in consumer.assignment() if tp.topic in sequencers)
+        return {(tp.topic, tp.partition): end for tp, end in ends if end is not None}
+
+    metrics.WORKER_POSITIONS.ends = end_offsets
 
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        mine = [tp for tp in revoked if tp.topic in source_names]
-        await sequencer.revoke(tp.partition for tp in mine)
-        for tp in mine:
-            committer.forget(tp.topic, tp.partition)
+        for name, sequencer in sequencers.items():
+            mine = [tp.partition for tp in revoked if tp.topic == name]
+            metrics.WORKER_POSITIONS.forget(name, mine)
+            await sequencer.revoke(mine)
+            for p in mine:
+                committer.forget(name, p)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        sequencer.assign(tp.partition for tp in assigned if tp.topic in source_names)
+        for name, sequencer in sequencers.items():
+            sequencer.assign(tp.partition for tp in assigned if tp.topic == name)
 
     @app.on_before_shutdown.connect
     async def on_shutdown(sender: Any, **kwargs: Any) -> None:
@@ -150,13 +200,26 @@ def build_app(settings: Settings) -> faust.App:
     return app
 
 
+def _accept_functions(settings: Settings) -> dict[str, AcceptRecord]:
+    """Each sequenced topic (unprefixed) with the function turning its records into leaves."""
+    topics = settings.topics
+    return {topics.events: functools.partial(accept_shipment, limits=settings.limits.record()),
+            topics.epcis: accept_epcis_record}
+
+
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
-    """Run the worker until SIGINT/SIGTERM; exit 1 if the ledger path failed."""
+    """Run the worker until SIGINT/SIGTERM."""
     app = build_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
-    try:
-        worker.execute_from_commandline()
-    except SystemExit as exc:
-        if app.sequencer.failed is not None:  # type: ignore[attr-defined]
-            raise SystemExit(1) from None
-        raise exc
+    metrics.serve(settings.metrics.worker_port, settings.metrics.host, "worker")
+    worker = _Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+class _Worker(faust.Worker):
+    """A faust worker that exits non-zero when one of its services crashed, instead of idling or exiting 0."""
+
+    def on_worker_shutdown(self) -> None:
+        reason = self.crash_reason or self.app.crash_reason
+        if reason is not None:
+            fatal.crash("the faust worker", reason)
+        super().on_worker_shutdown()

@@ -32,8 +32,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
 
+from pipeline import metrics
 from pipeline.core import wire
-from pipeline.core.ledger import PartitionLog, SealedBlock, accept
+from pipeline.core.ledger import AcceptRecord, PartitionLog, SealedBlock, accept_shipment
 from pipeline.errors import InvalidEvent, LedgerError
 
 log = logging.getLogger(__name__)
@@ -92,6 +93,13 @@ class _Partition:
     publishing: deque[asyncio.Task[None]] = field(default_factory=deque)
     delivered_through: int = -1  # highest offset the committed offset may pass (delivered blocks, dead letters)
     held: list[Awaitable[Any]] = field(default_factory=list)  # dead letters waiting for the next block
+    first_timestamp: float | None = None  # Kafka time (s) of the first pending record, for metrics
+
+
+def _seconds(record: Record) -> float | None:
+    """A record's Kafka timestamp (aiokafka gives milliseconds) in seconds, if it has one."""
+    ts = getattr(record, "timestamp", None)
+    return ts / 1000 if ts else None
 
 
 def now_utc() -> str:
@@ -118,7 +126,11 @@ class LedgerSequencer:
         max_in_flight: int = 8,
         on_fatal: Callable[[], None] | None = None,
         current_generation: Callable[[], int | None] = lambda: None,
+        accept: AcceptRecord = accept_shipment,
+        ledger_partition_base: int = 0,
     ) -> None:
+        """`accept` turns one record into its leaves; log `<source_topic>/p` is published to
+        partition `ledger_partition_base + p` of the entries and blocks topics (its commit point)."""
         self.source_topic = source_topic
         self.topics = frozenset({source_topic})
         self.entries_topic = entries_topic
@@ -132,19 +144,14 @@ class LedgerSequencer:
         self.bundle_size = bundle_size
         self.clock = clock
         self.max_in_flight = max_in_flight
-        self._on_fatal = on_fatal or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.on_fatal = on_fatal or (lambda: os.kill(os.getpid(), signal.SIGTERM))
         self.current_generation = current_generation
+        self.accept = accept
+        self.ledger_partition_base = ledger_partition_base
         self.partitions: dict[int, _Partition] = {}
         self._loading: dict[int, asyncio.Task[_Partition]] = {}
         self.revoked: set[int] = set()
         self.counters = Counters()
-        self.failed: BaseException | None = None
-
-    def on_fatal(self, exc: BaseException | None = None) -> None:
-        """Stop the worker: its in-memory state can no longer be trusted to match the commit point."""
-        if self.failed is None:
-            self.failed = exc or LedgerError("a block could not be published")
-        self._on_fatal()
 
     def assign(self, partitions: Iterable[int]) -> None:
         """Partitions this worker owns again after a rebalance."""
@@ -168,7 +175,7 @@ class LedgerSequencer:
                 self._loading.pop(p, None)
 
     async def _load(self, p: int) -> _Partition:
-        message = await self.load_block(p)
+        message = await self.load_block(self.ledger_partition_base + p)
         log_id = self.log_id(p)
         if message is None:
             plog = PartitionLog(log_id)
@@ -206,7 +213,12 @@ class LedgerSequencer:
                 # Fetched before a rebalance; the consumer seeks back to the committed offset.
                 self.counters.stale += len(batch)
                 return
+            c = self.counters
+            before = (c.accepted, c.rejected, c.replayed)
             await self._handle_partition(p, state, batch)
+            last = batch[-1]
+            metrics.worker_batch(self.source_topic, p, len(batch), c.accepted - before[0],
+                                 c.rejected - before[1], c.replayed - before[2], last.offset, _seconds(last))
 
     async def _handle_partition(self, p: int, state: _Partition, batch: Sequence[Record]) -> None:
         plog = state.log
@@ -223,16 +235,23 @@ class LedgerSequencer:
                 log.info("%s: resuming at offset %d, not %d: the records in between were dead-lettered "
                          "before a restart or are not data", plog.log_id, gap[1], gap[0])
             try:
-                event, payload = accept(r.value)
-            except InvalidEvent as exc:
+                leaves = self.accept(r.value)
+                if not leaves:
+                    raise InvalidEvent("the record holds no event")
+            except Exception as error:  # whatever the bytes, a verdict: never a crashed worker
+                exc = error if isinstance(error, InvalidEvent) else InvalidEvent(
+                    f"could not be validated: {type(error).__name__}: {str(error)[:200]}")
                 self.counters.rejected += 1
                 headers = wire.dead_letter_headers(exc, self.source_topic, p, r.offset)
                 dead.append(await self.publisher.send(self.dead_letter_topic, r.key, r.value, None, headers))
                 continue
-            plog.append(r.offset, event, payload)
+            # All leaves of one record go into one block: the commit point is a record offset.
+            for event, payload in leaves:
+                plog.append(r.offset, event, payload)
             self.counters.accepted += 1
             if state.pending_since is None:
                 state.pending_since = self.clock()
+                state.first_timestamp = _seconds(r)
             if len(plog.pending) >= self.max_events:
                 state.held += dead
                 dead = []
@@ -261,9 +280,9 @@ class LedgerSequencer:
                 await previous
             for delivery in deliveries:
                 await delivery
-        except Exception as exc:
+        except Exception:
             log.critical("a dead letter of %s could not be delivered; stopping", self.log_id(p), exc_info=True)
-            self.on_fatal(exc)
+            self.on_fatal()
             raise
         self._committed(p, state, through)
 
@@ -279,26 +298,30 @@ class LedgerSequencer:
         if sealed is None:
             return
         held, state.held, state.pending_since = state.held, [], None
+        first_ts, state.first_timestamp = state.first_timestamp, None
         log_id = sealed.header.log_id
+        lp = self.ledger_partition_base + p
+        headers = metrics.produced_headers(first_ts)
         try:
             # Sent here, under the partition's lock, so entries reach the topic in leaf order
             # however the background publishes interleave.
             entries = [
-                await self.publisher.send(self.entries_topic, log_id.encode(), value, p)
+                await self.publisher.send(self.entries_topic, log_id.encode(), value, lp, headers)
                 for value in wire.encode_entries(log_id, sealed.entries, self.bundle_size)
             ]
-        except Exception as exc:
+        except Exception:
             log.critical("sending the entries of block %d of %s failed; stopping", sealed.header.height, log_id,
                          exc_info=True)
-            self.on_fatal(exc)
+            self.on_fatal()
             raise
         previous = state.publishing[-1] if state.publishing else None
-        self._chain(state, self._publish(p, state, sealed, entries, held, through, previous))
+        self._chain(state, self._publish(p, state, sealed, entries, held, through, previous, first_ts))
         if len(state.publishing) > self.max_in_flight:
             await state.publishing.popleft()
 
     async def _publish(self, p: int, state: _Partition, sealed: SealedBlock, entries: list[Awaitable[Any]],
-                       held: list[Awaitable[Any]], through: int, previous: asyncio.Task[None] | None) -> None:
+                       held: list[Awaitable[Any]], through: int, previous: asyncio.Task[None] | None,
+                       first_ts: float | None = None) -> None:
         """After its entries and the previous block are delivered, the block; then commit past it.
 
         Once the block is delivered it is the commit point, so it must never
@@ -310,17 +333,19 @@ class LedgerSequencer:
                 await previous
             for delivery in entries:
                 await delivery
-            await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), p))
+            lp = self.ledger_partition_base + p
+            await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), lp))
             for delivery in held:
                 await delivery
-        except Exception as exc:
+        except Exception:
             # The in-memory log is now ahead of its commit point: only a restart
             # from the last delivered block keeps the chain exact.
             log.critical("publishing block %d of %s failed; stopping so a restart resumes from the "
                          "last delivered block", sealed.header.height, sealed.header.log_id, exc_info=True)
-            self.on_fatal(exc)
+            self.on_fatal()
             raise
         self.counters.blocks += 1
+        metrics.block_delivered(log_id, len(sealed.entries), first_ts)
         self._committed(p, state, through)
 
     async def flush(self, state: _Partition) -> None:

@@ -225,6 +225,19 @@ def test_sql_query(tmp_path: Path) -> None:
     run(tmp_path, scenario)
 
 
+def test_sql_rows_as_objects(tmp_path: Path) -> None:
+    async def scenario(s: Server) -> None:
+        ingest(s.db, make_events(2, seed=7), seal=True)
+        query = json.dumps({"query": "SELECT leaf_index, log_id FROM events ORDER BY leaf_index"}).encode()
+        status, body = await s.post("/sql?shape=objects", query)
+        assert status == 200
+        assert body["rows"] == [{"leaf_index": 0, "log_id": LOG}, {"leaf_index": 1, "log_id": LOG}]
+        assert body["columns"] == ["leaf_index", "log_id"]
+        status, body = await s.post("/sql?shape=maps", query)
+        assert status == 400 and "shape" in body["error"]
+    run(tmp_path, scenario)
+
+
 @pytest.mark.parametrize("query", ["DELETE FROM events", "DROP TABLE blocks", "SELECT 1; DELETE FROM events",
                                    "COPY events TO 'x.csv'", "SELECT * FROM read_text('/etc/hostname')"])
 def test_sql_write_or_file_access_is_refused(tmp_path: Path, query: str) -> None:
@@ -276,16 +289,20 @@ def test_metrics_are_prometheus_text(tmp_path: Path) -> None:
         samples = {}
         for line in text.splitlines():
             if line.startswith("#"):
-                assert re.match(r"^# (TYPE \S+ (gauge|counter|untyped)|HELP \S+ .*)$", line), line
+                assert re.match(r"^# (TYPE \S+ (gauge|counter|histogram|untyped)|HELP \S+ .*)$", line), line
                 continue
             assert SAMPLE.match(line), line
             name, value = line.rsplit(" ", 1)
             samples[name] = float(value)
-        assert samples['provenance_rows{table="events"}'] == 12
-        assert samples['provenance_rows{table="blocks"}'] == 2
-        assert samples['provenance_consumer_lag{topic="ledger.entries"}'] == 3
-        assert samples["provenance_ingest_polls_total"] == 5
-        assert not any("ingest_lag" in n for n in samples)  # only integer stats are exported
+        assert samples['provenance_table_rows{table="events"}'] == 12
+        assert samples['provenance_table_rows{table="blocks"}'] == 2
+        # Counters end in _total, durations are in seconds.
+        for name in samples:
+            base = name.split("{")[0]
+            assert base.startswith(("provenance_", "process_", "python_")), base
+        assert "# TYPE provenance_events_consumed_total counter" in text or \
+            "# TYPE provenance_events_consumed counter" in text
+        assert "# TYPE provenance_proof_serving_seconds histogram" in text
     run(tmp_path, scenario)
 
 

@@ -102,7 +102,6 @@ class Broker:
         return False
 
     def mark(self, topic: str, partition: int, next_offset: int) -> None:
-        assert topic == SOURCE
         previous = self.commits.get(partition, 0)
         if next_offset < previous:
             self.violations.append(f"partition {partition}: commit moved back from {previous} to {next_offset}")
@@ -267,7 +266,7 @@ def test_rejected_records_go_to_the_dead_letter_topic() -> None:
         assert all(h["source.topic"] == SOURCE and h["source.partition"] == "0" for h in headers)
         assert "not JSON" in headers[0]["error"]
         assert [e["field"] for e in json.loads(headers[1]["error.fields"])] == ["mode"]
-        assert "not UTF-8" in headers[2]["error"]
+        assert "must be UTF-8" in headers[2]["error"]  # b"\xff\xfe" is a UTF-16 byte order mark
 
         await handling
         assert broker.acks == []  # nothing committed before its dead letter is delivered
@@ -601,4 +600,76 @@ def test_block_genesis_link() -> None:
         await settle()
         (block,) = broker.blocks()
         assert block.header.prev_block_hash == GENESIS_HASH and block.header.created_at == CREATED
+    run(scenario)
+
+
+# ---- the batch path: generations and commits -----------------------------------------
+
+
+def test_records_of_an_earlier_generation_are_left_for_a_re_read() -> None:
+    async def scenario() -> None:
+        broker = Broker()
+        generation = [3]
+        seq = sequencer(broker, max_events=2, current_generation=lambda: generation[0])
+        values = event_values(4)
+        await seq.handle_partition(0, records(broker, values[:2]), 3)
+        generation[0] = 4  # a rebalance happened between the fetch and the handling
+        await seq.handle_partition(0, records(broker, values[2:], first_offset=2), 3)
+        await settle()
+        assert seq.counters.stale == 2 and seq.counters.accepted == 2
+        assert [b.header.tree_size for b in broker.blocks()] == [2]
+        assert broker.commits == {0: 2}
+        # read again under the new generation, they continue the chain
+        await seq.handle_partition(0, records(broker, values[2:], first_offset=2), 4)
+        await settle()
+        assert [b.header.tree_size for b in broker.blocks()] == [2, 4] and broker.commits == {0: 4}
+        assert broker.violations == []
+    run(scenario)
+
+
+def test_trailing_dead_letters_are_committed_once_delivered_and_after_earlier_blocks() -> None:
+    async def scenario() -> None:
+        broker = Broker(auto=False)
+        seq = sequencer(broker, max_events=2)
+        await seq.handle(records(broker, event_values(2) + [b"{broken", b"{broken"]))
+        await settle()
+        assert broker.commits == {}
+        broker.deliver(broker.on(DEAD))  # the dead letters first: the block below them is not delivered yet
+        await settle()
+        assert broker.commits == {}
+        broker.deliver(broker.on(ENTRIES))
+        await settle()
+        broker.deliver(broker.on(BLOCKS))
+        await settle()
+        assert broker.commits == {0: 4}
+        assert broker.violations == []
+    run(scenario)
+
+
+def test_revoke_flushes_the_commits() -> None:
+    async def scenario() -> None:
+        broker = Broker()
+        seq = sequencer(broker, max_events=2)
+        await seq.handle(records(broker, event_values(2)))
+        await settle()
+        await seq.revoke([0])
+        assert broker.flushes == 1 and broker.commits == {0: 2}
+    run(scenario)
+
+
+def test_handle_poll_hands_each_partition_of_its_topic() -> None:
+    async def scenario() -> None:
+        @dataclass(frozen=True)
+        class TP:
+            topic: str
+            partition: int
+
+        broker = Broker()
+        seq = sequencer(broker, max_events=2)
+        values = event_values(4)
+        await seq.handle_poll({TP(SOURCE, 0): records(broker, values[:2]),
+                               TP(SOURCE, 1): records(broker, values[2:], partition=1),
+                               TP("other", 0): records(broker, values[:2])}, None)
+        await settle()
+        assert broker.commits == {0: 2, 1: 2}
     run(scenario)

@@ -1,0 +1,318 @@
+"""Grafana's provisioning and dashboards, checked without Grafana.
+
+Every panel names a provisioned data source; every panel's query, with
+Grafana's macros and variables expanded the way its data source expands them,
+runs against a fixture store and returns rows: Infinity queries through the
+store's real HTTP API, DuckDB queries with a real DuckDB 1.5 (the version the
+plugin embeds) on a snapshot the store published.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import yaml
+from aiohttp import web
+from duckdb15 import read_with_duckdb15
+from ledger_fixture import build_ledger
+from prometheus_client.parser import text_string_to_metric_families
+
+from pipeline import metrics
+from pipeline.settings import Settings
+from pipeline.store.db import Database, IngestBatch
+from pipeline.store.http import Api
+from pipeline.store.snapshot import publish_snapshot, scratch_paths
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARDS = ROOT / "dashboards"
+NOW = datetime.now(timezone.utc)
+# The range a user would pick to see the fixture: its event times (March 2026) up to now.
+START, END = datetime(2026, 1, 1, tzinfo=timezone.utc), NOW + timedelta(days=1)
+INTERVAL_MS = 60_000
+
+
+# ---- provisioning ----------------------------------------------------------------------------
+
+
+def provisioned() -> dict[str, dict[str, Any]]:
+    text = (DASHBOARDS / "provisioning/datasources/provenance.yaml").read_text()
+    return {ds["uid"]: ds for ds in yaml.safe_load(text)["datasources"]}
+
+
+def dashboards() -> dict[str, dict[str, Any]]:
+    return {p.stem: json.loads(p.read_text()) for p in sorted((DASHBOARDS / "json").glob("*.json"))}
+
+
+def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in board["panels"] if p["type"] != "row"]
+
+
+def test_dashboard_json_is_generated_from_the_panel_list() -> None:
+    done = subprocess.run([sys.executable, str(DASHBOARDS / "generate.py"), "--check"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_panel_and_variable_uses_a_provisioned_data_source() -> None:
+    sources = provisioned()
+    assert {ds["type"] for ds in sources.values()} == {
+        "yesoreyeram-infinity-datasource", "motherduck-duckdb-datasource", "prometheus"}
+    boards = dashboards()
+    assert set(boards) == {"provenance-live", "provenance-snapshot"}
+    for name, board in boards.items():
+        uses = [(p["title"], p["datasource"]) for p in panels(board)]
+        uses += [(p["title"], t["datasource"]) for p in panels(board) for t in p["targets"]]
+        uses += [(v["name"], v["datasource"]) for v in board["templating"]["list"]]
+        for title, ds in uses:
+            assert ds["uid"] in sources, f"{name}: {title} uses unprovisioned data source {ds['uid']}"
+            assert ds["type"] == sources[ds["uid"]]["type"], f"{name}: {title}"
+        assert all(p["targets"] for p in panels(board)), name
+    provider = yaml.safe_load((DASHBOARDS / "provisioning/dashboards/provenance.yaml").read_text())["providers"][0]
+    assert provider["type"] == "file" and provider["options"]["path"] == "/etc/grafana/dashboards/provenance"
+
+
+def test_every_view_of_the_page_is_on_both_dashboards() -> None:
+    """Ingest, events by type and lane, dead letters, ledger, demand with bands, anomalies."""
+    for board in dashboards().values():
+        titles = {p["title"] for p in board["panels"] if p["type"] == "row"}
+        assert {"Ingest", "Events", "Dead letters", "Ledger", "Demand and forecasts", "Anomalies"} <= titles
+        demand = next(p for p in panels(board) if p["title"].startswith("Demand and forecast"))
+        bands = {o["matcher"]["options"]: o for o in demand["fieldConfig"]["overrides"]}
+        assert {"upper_80", "upper_95"} <= set(bands)
+
+
+def test_prometheus_panels_ask_for_metrics_the_processes_expose() -> None:
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    exposed = {family.name + suffix for family in text_string_to_metric_families(metrics.render().decode())
+               for suffix in suffixes.get(family.type, ("",))}
+    asked = {name for board in dashboards().values() for p in panels(board) for t in p["targets"]
+             if "expr" in t for name in re.findall(r"\bprovenance_\w+", t["expr"])}
+    assert asked and asked <= exposed, asked - exposed
+
+
+# ---- macro expansion -------------------------------------------------------------------------
+
+
+def rfc3339(t: datetime) -> str:
+    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _macro_calls(text: str, name: str) -> list[tuple[str, list[str]]]:
+    """Each `$__name(args)` in text with its arguments (balanced parentheses, as Grafana's sqlutil parses)."""
+    out = []
+    for m in re.finditer(rf"\$__{name}\b", text):
+        rest, depth, args, arg = text[m.end():], 0, [], ""
+        if not rest.startswith("("):
+            out.append((m.group(0), []))
+            continue
+        for i, ch in enumerate(rest):
+            if ch == "(":
+                depth += 1
+                if depth == 1:
+                    continue
+            elif ch == ")":
+                depth -= 1
+                if depth == 0:
+                    args.append(arg.strip())
+                    out.append((m.group(0) + rest[: i + 1], args))
+                    break
+            elif ch == "," and depth == 1:
+                args.append(arg.strip())
+                arg = ""
+                continue
+            arg += ch
+    return out
+
+
+def expand_sqlds(sql: str) -> str:
+    """The DuckDB plugin's backend macros (grafana-plugin-sdk-go sqlutil.DefaultMacros)."""
+    for full, (column,) in _macro_calls(sql, "timeFilter"):
+        sql = sql.replace(full, f"{column} >= '{rfc3339(START)}' AND {column} <= '{rfc3339(END)}'")
+    return sql.replace("$__interval_ms", str(INTERVAL_MS))
+
+
+def expand_template(text: str, values: dict[str, str], sql_quote: bool) -> str:
+    """Grafana's front-end interpolation: global and dashboard variables, with their formats."""
+    def sqlstring(v: str) -> str:
+        return "'" + v.replace("'", "''") + "'"
+
+    def replace(m: re.Match[str]) -> str:
+        name, fmt = m.group(1) or m.group(3), m.group(2)
+        value = {"__from": str(int(START.timestamp() * 1000)), "__to": str(int(END.timestamp() * 1000)),
+                 "__interval_ms": str(INTERVAL_MS), **values}.get(name)
+        if value is None:
+            return m.group(0)
+        if fmt == "sqlstring" or (fmt is None and sql_quote and not name.startswith("__")):
+            return sqlstring(value)
+        assert fmt is None, f"format {fmt} not expanded here"
+        return value
+
+    return re.sub(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)", replace, text)
+
+
+def assert_expanded(text: str) -> None:
+    assert not re.search(r"\$\{?\w", text), f"unexpanded macro or variable in {text}"
+
+
+def duckdb_sql(target: dict[str, Any], values: dict[str, str]) -> str:
+    sql = expand_sqlds(expand_template(target["rawSql"], values, sql_quote=True))
+    assert_expanded(sql)
+    return sql
+
+
+def infinity_body(target: dict[str, Any], values: dict[str, str]) -> tuple[str, bytes]:
+    assert target["type"] == "json" and target["source"] == "url" and target["url_options"]["method"] == "POST"
+    body = expand_template(target["url_options"]["data"], values, sql_quote=False)
+    assert_expanded(body)
+    json.loads(body)  # still JSON once interpolated
+    return target["url"], body.encode()
+
+
+# ---- the fixture store -----------------------------------------------------------------------
+
+
+DEMAND_SCHEMA = """
+CREATE TABLE IF NOT EXISTS demand (series_key VARCHAR, ds DATE, y DOUBLE);
+CREATE TABLE IF NOT EXISTS forecasts (series_key VARCHAR, ds DATE, yhat DOUBLE, yhat_lower DOUBLE,
+    yhat_upper DOUBLE, yhat_lower_95 DOUBLE, yhat_upper_95 DOUBLE, trained_at TIMESTAMPTZ, model VARCHAR,
+    input_ledger JSON);
+"""
+
+
+def fill_fixture(db: Database) -> None:
+    """Dead letters, cosignatures, anomalies, demand and forecasts beside the ledger build_ledger wrote."""
+    db.ingest(IngestBatch(
+        dead_letters=[{"source_topic": "shipment-events", "source_partition": i % 3, "source_offset": 1000 + i,
+                       "key": b"k", "value": b'{"event_id": 1}', "error": reason, "error_fields": "[]"}
+                      for i, reason in enumerate(["event_id: Input should be a valid string", "not JSON"] * 3)],
+        cosignatures=[{"sequence": seq, "witness": "provenance.local/witness", "key_id": "0a1b2c3d",
+                       "line": f"— provenance.local/witness sig{seq}"} for seq in (0, 1)],
+        anomalies=[{"anomaly_id": f"a{i}", "event_id": f"e{i}", "shipment_id": f"s{i}", "lane": lane,
+                    "kind": kind, "severity": sev, "status": status, "score": 0.9, "expected": 10.0,
+                    "actual": 30.0, "observed_at": "2026-03-04T10:00:00Z", "detected_at": NOW.isoformat(),
+                    "explanation": f"{lane}: 20 h late", "evidence": {}, "model": "lane-delay/1",
+                    "log_id": "shipment-events/0", "leaf_index": i, "revision": 1}
+                   for i, (lane, kind, sev, status) in enumerate([
+                       ("Nordfracht road DE-HAM→NL-RTM", "late", "high", "open"),
+                       ("Rail Cargo rail PL-GDN→DE-HAM", "at_risk", "medium", "resolved")])],
+    ))
+    cur = db.cursor()
+    cur.execute(DEMAND_SCHEMA)
+    day0 = datetime(2026, 3, 1).date()
+    for series in ("sku=SKU-1|site=DE-HAM", "total"):
+        cur.executemany("INSERT INTO demand (series_key, ds, y) VALUES (?, ?, ?)",
+                        [(series, day0 + timedelta(days=d), 10.0 + d % 7) for d in range(60)])
+        for model, trained in (("ensemble", NOW - timedelta(hours=2)), ("ensemble", NOW), ("ets", NOW)):
+            cur.executemany(
+                "INSERT INTO forecasts (series_key, ds, yhat, yhat_lower, yhat_upper, yhat_lower_95, yhat_upper_95,"
+                " trained_at, model, input_ledger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [(series, day0 + timedelta(days=60 + d), 12.0, 9.0, 15.0, 7.0, 17.0, trained, model,
+                  json.dumps({"shipment-events/0": 100})) for d in range(14)])
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store file with every table the dashboards read, rows in each."""
+    ledger = build_ledger(tmp_path_factory.mktemp("dashboards"), events=300)
+    db = Database(ledger.db_path)
+    try:
+        fill_fixture(db)
+    finally:
+        db.close()
+    return ledger.db_path
+
+
+def first_value(rows: list[dict[str, Any]] | list[list[Any]], what: str) -> str:
+    assert rows, f"variable {what} has no values on the fixture"
+    row = rows[0]
+    return str(next(iter(row.values())) if isinstance(row, dict) else row[0])
+
+
+def test_every_live_panel_query_returns_rows_through_the_http_api(store: Path, tmp_path: Path) -> None:
+    board = dashboards()["provenance-live"]
+
+    async def scenario() -> None:
+        db = Database(store)
+        api = Api(Settings(data_dir=tmp_path, store={"row_cap": 1000}), db, _no_produce, _no_status)
+        runner = web.AppRunner(api.app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        base = "http://%s:%d" % runner.addresses[0][:2]
+        try:
+            async with aiohttp.ClientSession() as http:
+                async def run(target: dict[str, Any], values: dict[str, str]) -> list[dict[str, Any]]:
+                    url, body = infinity_body(target, values)
+                    async with http.post(base + url, data=body, headers={
+                            "content-type": target["url_options"]["body_content_type"]}) as resp:
+                        answer = await resp.json()
+                        assert resp.status == 200, answer
+                    rows: list[dict[str, Any]] = answer[target["root_selector"]]
+                    return rows
+
+                values: dict[str, str] = {}
+                for var in board["templating"]["list"]:
+                    assert var["query"]["queryType"] == "infinity"
+                    values[var["name"]] = first_value(await run(var["query"]["infinityQuery"], values), var["name"])
+                for panel in panels(board):
+                    for target in panel["targets"]:
+                        if target["datasource"]["type"] == "prometheus":
+                            continue
+                        rows = await run(target, values)
+                        assert rows, f"{panel['title']}: no rows"
+                        for col in target["columns"]:
+                            assert all(col["selector"] in r for r in rows), f"{panel['title']}: {col['selector']}"
+                            if col["type"] == "timestamp":
+                                assert any(r[col["selector"]] is not None for r in rows), panel["title"]
+                                for r in rows:
+                                    if r[col["selector"]] is not None:
+                                        datetime.fromisoformat(r[col["selector"]])
+        finally:
+            await runner.cleanup()
+            db.close()
+
+    asyncio.run(scenario())
+
+
+async def _no_produce(records: list[tuple[bytes | None, bytes]]) -> None:
+    raise AssertionError("dashboards do not produce")
+
+
+async def _no_status() -> dict[str, Any]:
+    return {}
+
+
+def test_every_snapshot_panel_query_returns_rows_in_duckdb_1_5(store: Path, tmp_path: Path) -> None:
+    board = dashboards()["provenance-snapshot"]
+    copy = tmp_path / "store.duckdb"
+    copy.write_bytes(store.read_bytes())
+    snapshot = tmp_path / "snapshot.duckdb"
+    db = Database(copy, writable=scratch_paths(snapshot))
+    try:
+        publish_snapshot(db, snapshot)
+    finally:
+        db.close()
+    values: dict[str, str] = {}
+    for var in board["templating"]["list"]:
+        result = read_with_duckdb15(snapshot, [duckdb_sql({"rawSql": var["query"]}, values)])
+        values[var["name"]] = first_value(result["results"][0]["rows"], var["name"])
+    queries = [(p["title"], duckdb_sql(t, values)) for p in panels(board) for t in p["targets"]]
+    result = read_with_duckdb15(snapshot, [sql for _, sql in queries])
+    assert result["version"].startswith("1.5.")
+    for (title, _), answer in zip(queries, result["results"]):
+        assert answer["rows"], f"{title}: no rows"
+    by_title = dict(zip([t for t, _ in queries], result["results"]))
+    demand = next(v for t, v in by_title.items() if t.startswith("Demand and forecast"))
+    cols = demand["columns"]
+    assert cols == ["time", "actual", "forecast", "lower_80", "upper_80", "lower_95", "upper_95"]
+    # Actuals and the forecast horizon both appear, and only the newest run of the chosen model.
+    assert any(r[1] is not None for r in demand["rows"]) and any(r[2] is not None for r in demand["rows"])
+    assert sum(r[2] is not None for r in demand["rows"]) == 14
