@@ -24,6 +24,7 @@ from pipeline.core.ledger import AcceptRecord, accept_shipment
 from pipeline.errors import LedgerError
 from pipeline.settings import Settings
 from pipeline.worker import transport
+from pipeline.worker.commit_points import CommitPoints
 from pipeline.worker.commits import OffsetCommitter
 from pipeline.worker.sequencer import LedgerSequencer
 
@@ -135,6 +136,7 @@ def build_app(settings: Settings) -> faust.App:
     reader = _BlockReader(settings.kafka, topics.name(topics.blocks))
     publisher = _FaustPublisher(app)
     committer = OffsetCommitter(lambda offsets: transport.commit(app, offsets), w.commit_interval)
+    commit_points = CommitPoints(settings.data_dir / "worker" / "commit-points")
     # One sequencer per sequenced topic: same blocks, commit point and crash safety; each
     # topic has its own accept function and its own range of ledger partitions.
     sequencers: dict[str, LedgerSequencer] = {}
@@ -155,6 +157,7 @@ def build_app(settings: Settings) -> faust.App:
             # A failed publish leaves the in-memory log ahead of its commit point: only a restart is exact.
             on_fatal=lambda: fatal.crash("publishing a block"),
             current_generation=lambda: transport.generation(app),
+            commit_points=commit_points,
         )
     app.sequencer = sequencers[topics.name(topics.events)]  # type: ignore[attr-defined]
     app.sequencers = sequencers  # type: ignore[attr-defined]
@@ -168,9 +171,15 @@ def build_app(settings: Settings) -> faust.App:
 
         await fatal.guarded("the seal timer", seal_all)
 
+    async def commit_forever() -> None:
+        while True:
+            await asyncio.sleep(committer.interval)
+            await committer.flush()
+            commit_points.save()
+
     @app.task
     async def commit_offsets() -> None:
-        await fatal.guarded("the offset committer", committer.run)
+        await fatal.guarded("the offset committer", commit_forever)
 
     def end_offsets() -> dict[tuple[str, int], int]:
         consumer = app.consumer

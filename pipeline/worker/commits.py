@@ -52,9 +52,3 @@ class OffsetCommitter:
                 # A rebalance refused it: the partitions' next owner resumes from the ledger.
                 self.refused += 1
                 log.info("commit of %d partition(s) refused during a rebalance", len(due))
-
-    async def run(self) -> None:
-        """Flush every interval until cancelled."""
-        while True:
-            await asyncio.sleep(self.interval)
-            await self.flush()

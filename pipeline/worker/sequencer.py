@@ -36,6 +36,7 @@ from pipeline import metrics
 from pipeline.core import wire
 from pipeline.core.ledger import AcceptRecord, PartitionLog, SealedBlock, accept_shipment
 from pipeline.errors import InvalidEvent, LedgerError
+from pipeline.worker.commit_points import CommitPoints
 
 log = logging.getLogger(__name__)
 
@@ -128,6 +129,7 @@ class LedgerSequencer:
         current_generation: Callable[[], int | None] = lambda: None,
         accept: AcceptRecord = accept_shipment,
         ledger_partition_base: int = 0,
+        commit_points: CommitPoints | None = None,
     ) -> None:
         """`accept` turns one record into its leaves; log `<source_topic>/p` is published to
         partition `ledger_partition_base + p` of the entries and blocks topics (its commit point)."""
@@ -148,6 +150,7 @@ class LedgerSequencer:
         self.current_generation = current_generation
         self.accept = accept
         self.ledger_partition_base = ledger_partition_base
+        self.commit_points = commit_points
         self.partitions: dict[int, _Partition] = {}
         self._loading: dict[int, asyncio.Task[_Partition]] = {}
         self.revoked: set[int] = set()
@@ -177,6 +180,8 @@ class LedgerSequencer:
     async def _load(self, p: int) -> _Partition:
         message = await self.load_block(self.ledger_partition_base + p)
         log_id = self.log_id(p)
+        if self.commit_points is not None:
+            self.commit_points.check(log_id, None if message is None else message.header.height)
         if message is None:
             plog = PartitionLog(log_id)
         else:
@@ -346,6 +351,8 @@ class LedgerSequencer:
             raise
         self.counters.blocks += 1
         metrics.block_delivered(log_id, len(sealed.entries), first_ts)
+        if self.commit_points is not None:
+            self.commit_points.note(log_id, sealed.header.height)
         self._committed(p, state, through)
 
     async def flush(self, state: _Partition) -> None:

@@ -38,3 +38,24 @@ def test_marks_are_coalesced_per_partition_and_only_advance() -> None:
         assert sent[-1] == {("t", 1): 3}
 
     asyncio.run(scenario())
+
+
+def test_commit_points_refuse_a_broker_that_lost_blocks(tmp_path: Any) -> None:
+    import pytest
+
+    from pipeline.errors import LedgerError
+    from pipeline.worker.commit_points import CommitPoints
+
+    points = CommitPoints(tmp_path / "cp")
+    points.check("t/0", None)  # nothing delivered yet: a fresh log is fine
+    points.note("t/0", 4)
+    points.note("t/0", 2)
+    points.save()
+    again = CommitPoints(tmp_path / "cp")  # a restarted worker reads what was saved
+    assert again.highest("t/0") == 4 and again.highest("t/1") is None
+    again.check("t/0", 4)
+    again.check("t/0", 7)  # the broker is ahead (another worker delivered more): fine
+    with pytest.raises(LedgerError, match="lost data"):
+        again.check("t/0", None)
+    with pytest.raises(LedgerError, match="block 3"):
+        again.check("t/0", 3)
