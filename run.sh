@@ -18,6 +18,20 @@ ensure_venv() {
     fi
 }
 
+ensure_test_tools() {
+    # Real outside tools the tests drive: Debian's Prometheus (the metrics scrape test) and
+    # docker-compose (validates docker-compose.yml; no Docker engine needed for `config`).
+    local missing=()
+    command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
+    command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        echo "installing ${missing[*]} for the tests" >&2
+        SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq \
+            --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
 cmd="${1:-}"; shift || true
 case "$cmd" in
     demo)
@@ -28,6 +42,7 @@ case "$cmd" in
     test)
         ensure_venv
         .venv/bin/python -m pip install -q -e '.[test]'
+        ensure_test_tools
         set +e
         .venv/bin/python -m pytest "$@"
         rc=$?

@@ -141,6 +141,7 @@ def produce_records(
     rate: float | None = None,
     count: int | None = None,
     progress: bool = True,
+    topic: str | None = None,
 ) -> ProduceReport:
     """Send (key, value) records to the events topic and wait until the broker has them all.
 
@@ -151,7 +152,7 @@ def produce_records(
         raise ConfigError(f"--rate must be positive, got {rate}")
     if count is not None and count < 0:
         raise ConfigError(f"--count must be zero or more, got {count}")
-    topic = settings.topics.name(settings.topics.events)
+    topic = topic or settings.topics.name(settings.topics.events)
     source: Iterator[KeyValue] = iter(records) if count is None else itertools.islice(records, count)
     bucket = TokenBucket(rate) if rate else None
     producer = open_producer(settings)

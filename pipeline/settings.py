@@ -136,6 +136,18 @@ class ProducerSettings(_Group):
     malformed_share: float = Field(default=0.0, ge=0, le=1)
 
 
+class EpcisSettings(_Group):
+    """EPCIS 2.0 capture (POST /capture) and query (GET /epcis/events)."""
+
+    max_body: int = Field(default=16 * 1024 * 1024, ge=1024, description="bytes; larger bodies get 413")
+    page_token_ttl: float = Field(default=300.0, gt=0, description="seconds a next-page token stays valid")
+    per_page: int = Field(default=30, ge=1, le=10_000)
+    max_per_page: int = Field(default=1_000, ge=1, le=10_000)
+    record_timeout: float = Field(default=120.0, gt=0, description="seconds a capture job waits for its events "
+                                                                   "to be recorded in DuckDB")
+    jobs_kept: int = Field(default=10_000, ge=1, description="finished capture jobs kept for GET /capture/{id}")
+
+
 class LimitSettings(_Group):
     """Bounds on untrusted input: every record the worker reads and every `POST /events` body.
 
@@ -178,6 +190,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
     producer: ProducerSettings = ProducerSettings()
+    epcis: EpcisSettings = EpcisSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     metrics: MetricsSettings = MetricsSettings()
     snapshot: SnapshotSettings = SnapshotSettings()

@@ -236,4 +236,5 @@ def verify_bundle(bundle: Any, verifier: Verifier, witnesses: Iterable[Verifier]
             except InvalidProof as exc:
                 raise StepFailed("witness cosignature", str(exc)) from None
             names.append(w.name)
-    return Verified(str(event.get("event_id", "?")), log_id, index, block.height, size, cp.sequence, tuple(names))
+    event_id = event.get("event_id", event.get("eventID", "?"))  # a ShipmentEvent's, or an EPCIS eventID
+    return Verified(str(event_id), log_id, index, block.height, size, cp.sequence, tuple(names))

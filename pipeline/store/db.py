@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from pipeline.core.blocks import BlockHeader
 from pipeline.errors import NotFound, StoreError
+from pipeline.store.epcis_rows import insert_epcis_entries
 from pipeline.store.sandbox import QueryResult, run_query
 
 
@@ -53,6 +54,7 @@ class IngestResult:
     dead_letters: int = 0
     checkpoints: int = 0
     anomalies: int = 0
+    epcis_events: int = 0
 
     def add(self, other: IngestResult) -> None:
         for f in fields(IngestResult):
@@ -71,7 +73,7 @@ class Database:
     """The DuckDB file of one store; `read_only` for `provenance sql`/`audit` with no store running."""
 
     def __init__(self, path: Path | str, read_only: bool = False, writable: Sequence[Path] = ()) -> None:
-        """`writable`: the only other files this connection may open (the snapshot's scratch files)."""
+        """`writable`: the only other files (or folders) this connection may open: snapshot scratch, exports."""
         self.path = Path(path)
         self.read_only = read_only
         if read_only and not self.path.exists():
@@ -85,9 +87,11 @@ class Database:
         self._write_lock = threading.Lock()
         if not read_only:
             self.con.execute(resources.files("pipeline.store").joinpath("schema.sql").read_text())
-        if writable:
-            allowed = ", ".join("'" + str(Path(p).resolve()).replace("'", "''") + "'" for p in writable)
-            self.con.execute(f"SET allowed_paths = [{allowed}]")
+        for setting, paths in (("allowed_paths", [p for p in writable if not Path(p).is_dir()]),
+                               ("allowed_directories", [p for p in writable if Path(p).is_dir()])):
+            if paths:
+                allowed = ", ".join("'" + str(Path(p).resolve()).replace("'", "''") + "'" for p in paths)
+                self.con.execute(f"SET {setting} = [{allowed}]")
         # User SQL can read tables and nothing else: no files, no network, no settings.
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
@@ -109,7 +113,8 @@ class Database:
         """Per log, one past the highest leaf index recorded (events and duplicate leaves)."""
         rows = self.cursor().execute(
             "SELECT log_id, max(leaf_index) + 1 FROM ("
-            " SELECT log_id, leaf_index FROM events UNION ALL SELECT log_id, leaf_index FROM duplicate_leaves)"
+            " SELECT log_id, leaf_index FROM events UNION ALL SELECT log_id, leaf_index FROM duplicate_leaves"
+            " UNION ALL SELECT log_id, leaf_index FROM epcis_events)"
             " GROUP BY log_id"
         ).fetchall()
         return {log_id: int(n) for log_id, n in rows}
@@ -161,6 +166,13 @@ class Database:
 
     def _insert_entries(self, cur: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]],
                         now: datetime, result: IngestResult) -> None:
+        if any("epcis" in e for e in entries):
+            added, kept = insert_epcis_entries(cur, [e for e in entries if "epcis" in e], now)
+            result.epcis_events += added
+            result.duplicates += kept
+            entries = [e for e in entries if "epcis" not in e]
+            if not entries:
+                return
         staged = pa.table({
             "event_id": [e["event_id"] for e in entries],
             "shipment_id": [e["shipment_id"] for e in entries],
@@ -180,8 +192,9 @@ class Database:
             " FROM staged_entries ON CONFLICT DO NOTHING",
             [now],
         ).fetchone()
-        result.events = int(inserted[0]) if inserted else 0
-        if result.events < len(entries):
+        added = int(inserted[0]) if inserted else 0
+        result.events += added
+        if added < len(entries):
             # Same event_id at another leaf: keep the leaf, so every leaf of the log stays in the store.
             dup = cur.execute(
                 "INSERT INTO duplicate_leaves SELECT s.log_id, s.leaf_index, s.event_id, s.leaf_hash,"
@@ -190,7 +203,7 @@ class Database:
                 " ON CONFLICT DO NOTHING",
                 [now],
             ).fetchone()
-            result.duplicates = int(dup[0]) if dup else 0
+            result.duplicates += int(dup[0]) if dup else 0
         cur.unregister("staged_entries")
 
     def _insert_blocks(self, cur: duckdb.DuckDBPyConnection, blocks: list[BlockHeader],
@@ -395,10 +408,11 @@ class Database:
             "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM blocks),"
             " (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM checkpoints),"
             " (SELECT count(*) FROM duplicate_leaves), (SELECT count(*) FROM block_conflicts),"
-            " (SELECT count(DISTINCT sequence) FROM cosignatures), (SELECT count(*) FROM anomalies)"
+            " (SELECT count(DISTINCT sequence) FROM cosignatures), (SELECT count(*) FROM anomalies),"
+            " (SELECT count(*) FROM epcis_events)"
         )[0]
         names = ("events", "blocks", "dead_letters", "checkpoints", "duplicate_leaves", "block_conflicts",
-                 "cosigned_checkpoints", "anomalies")
+                 "cosigned_checkpoints", "anomalies", "epcis_events")
         return dict(zip(names, (int(v) for v in row)))
 
     # ---- user SQL ----------------------------------------------------------------------

@@ -42,9 +42,10 @@ class Store:
         self.ingestor.preprocessors.append(self.ledger.tiles)
         self.ingestor.listeners.append(lambda batch: self.ledger.proofs.tiles.remember(batch.tiles))
         self.api.ledger = self.ledger
+        self.ingestor.listeners.append(self.api.capture.on_batch)
         self.extensions: list[Any] = [self.ledger, SnapshotPublisher(settings, self.db)]  # started with the store
 
-    async def produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
+    async def produce(self, records: list[tuple[bytes | None, bytes]], topic: str | None = None) -> None:
         if self.producer is None:
             self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka, acks="all",
                                              linger_ms=5, client_id="provenance-store-producer")
@@ -53,7 +54,7 @@ class Store:
             except KafkaError as exc:
                 self.producer = None
                 raise BrokerError(f"cannot reach Kafka at {self.settings.kafka}: {exc}") from None
-        topic = self.settings.topics.name(self.settings.topics.events)
+        topic = topic or self.settings.topics.name(self.settings.topics.events)
         futures = [await self.producer.send(topic, value=v, key=k) for k, v in records]
         for f in futures:
             await f

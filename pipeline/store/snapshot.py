@@ -19,6 +19,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.errors import PipelineError, StoreError
@@ -99,18 +100,21 @@ class SnapshotPublisher:
                 await self._task
 
 
-def open_for_reading(settings: Settings, db: Path | None) -> Database:
-    """The file a reader asked for; else the store's file, or its snapshot while the store holds the file."""
+def open_for_reading(settings: Settings, db: Path | None, writable: Sequence[Path] = ()) -> Database:
+    """The file a reader asked for; else the store's file, or its snapshot while the store holds the file.
+
+    `writable`: folders the reader may write to (an export's output), nothing else.
+    """
     if db is not None:
-        return Database(db, read_only=True)
+        return Database(db, read_only=True, writable=writable)
     try:
-        return Database(settings.db_path, read_only=True)
+        return Database(settings.db_path, read_only=True, writable=writable)
     except StoreError as main_error:
         snapshot = settings.snapshot_path
         if not snapshot.exists():
             raise
         try:
-            database = Database(snapshot, read_only=True)
+            database = Database(snapshot, read_only=True, writable=writable)
         except PipelineError:
             raise main_error from None
         taken = database.fetch("SELECT max(taken_at) FROM snapshot_info")[0][0]

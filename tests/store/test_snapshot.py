@@ -30,10 +30,14 @@ def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}  # type: ignore[index]
 
 
-def test_snapshot_is_published_atomically_while_the_store_holds_its_file(ledger, tmp_path: Path) -> None:
-    path = ledger.copy_to(tmp_path / "store")
+def open_store(ledger, tmp_path: Path) -> tuple[Database, Path]:  # type: ignore[no-untyped-def]
+    """A private copy of the ledger opened as the store opens it, and where its snapshot goes."""
     target = tmp_path / "store" / "snapshot.duckdb"
-    db = Database(path, writable=scratch_paths(target))
+    return Database(ledger.copy_to(tmp_path / "store"), writable=scratch_paths(target)), target
+
+
+def test_snapshot_is_published_atomically_while_the_store_holds_its_file(ledger, tmp_path: Path) -> None:
+    db, target = open_store(ledger, tmp_path)
     try:
         expected = counts(db.cursor())
         publish_snapshot(db, target)
@@ -95,9 +99,8 @@ def test_the_snapshot_audits_clean_and_audit_falls_back_to_it(ledger, tmp_path: 
 
 
 def test_the_snapshot_opens_in_duckdb_1_5(ledger, tmp_path: Path) -> None:
-    path = ledger.copy_to(tmp_path / "store")
-    target = tmp_path / "store" / "snapshot.duckdb"
-    db = Database(path, writable=scratch_paths(target))
+    db, target = open_store(ledger, tmp_path)
+    path = db.path
     try:
         expected = counts(db.cursor())
         publish_snapshot(db, target)
