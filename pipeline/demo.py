@@ -117,7 +117,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
             "PROVENANCE_METRICS__ANALYTICS_PORT": str(exporters["analytics"])}, logs / "analytics.log")
         url = _wait_for_store(settings, children["store"], logs / "store.log")
         producer_env = dict(env, PROVENANCE_PRODUCER__MALFORMED_SHARE=str(max(settings.producer.malformed_share, 0.01)))
-        children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet"],
+        children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet",
+                                      "--anomalies"],
                                      producer_env, logs / "producer.log")
         with urllib.request.urlopen(f"{url}/checkpoints/key", timeout=5) as resp:
             key = resp.read().decode().strip()

@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -107,7 +106,7 @@ def split_events(body: bytes, limits: LimitSettings | None = None) -> list[tuple
 
 
 class Api:
-    """Routes of `provenance serve`; the proof and checkpoint routes are added by the ledger service."""
+    """Routes of `provenance serve`; the page at `/` and its JSON routes are in `pipeline.store.dashboard`."""
 
     def __init__(self, settings: Settings, db: Database, produce: Callable[[list[tuple[bytes | None, bytes]]], Awaitable[None]],
                  status: Callable[[], Awaitable[dict[str, Any]]]) -> None:
@@ -121,7 +120,6 @@ class Api:
         self.app = web.Application(client_max_size=limits.max_body,
                                    middlewares=[errors_as_json(limits.request_timeout)])
         r = self.app.router
-        r.add_get("/", self.index)
         r.add_get("/health", self.health)
         r.add_post("/events", self.post_events)
         r.add_get("/events/{event_id:.+}", self.get_event)
@@ -138,10 +136,6 @@ class Api:
         self.capture.register(r)
         self.epcis = EpcisQueryRoutes(settings, db)  # GET /epcis/events
         self.epcis.register(r)
-
-    async def index(self, request: web.Request) -> web.Response:
-        page = resources.files("pipeline.web").joinpath("index.html").read_text()
-        return web.Response(text=page, content_type="text/html")
 
     async def health(self, request: web.Request) -> web.Response:
         return _json(await self.status())

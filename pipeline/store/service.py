@@ -17,6 +17,7 @@ from aiokafka.errors import KafkaError
 
 from pipeline.errors import BrokerError
 from pipeline.settings import Settings
+from pipeline.store.dashboard import Dashboard
 from pipeline.store.db import Database
 from pipeline.store.http import Api
 from pipeline.store.ingest import Ingestor
@@ -43,7 +44,10 @@ class Store:
         self.ingestor.listeners.append(lambda batch: self.ledger.proofs.tiles.remember(batch.tiles))
         self.api.ledger = self.ledger
         self.ingestor.listeners.append(self.api.capture.on_batch)
-        self.extensions: list[Any] = [self.ledger, SnapshotPublisher(settings, self.db)]  # started with the store
+        self.dashboard = Dashboard(self.db, self.ingestor.lag)
+        self.dashboard.register(self.api.app)
+        self.extensions: list[Any] = [self.ledger, SnapshotPublisher(settings, self.db),
+                                      self.dashboard]  # started with the store
 
     async def produce(self, records: list[tuple[bytes | None, bytes]], topic: str | None = None) -> None:
         if self.producer is None:

@@ -18,6 +18,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import fatal, metrics
+from pipeline.broker import check_ledger_partitions
 from pipeline.core import wire
 from pipeline.core.epcis.record import accept_epcis_record
 from pipeline.core.ledger import AcceptRecord, accept_shipment
@@ -218,6 +219,7 @@ def _accept_functions(settings: Settings) -> dict[str, AcceptRecord]:
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until SIGINT/SIGTERM."""
+    check_ledger_partitions(settings)
     app = build_app(settings)
     metrics.serve(settings.metrics.worker_port, settings.metrics.host, "worker")
     worker = _Worker(app, loglevel=loglevel, quiet=True)
