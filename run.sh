@@ -19,11 +19,14 @@ ensure_venv() {
 }
 
 ensure_test_tools() {
-    # Real outside tools the tests drive: Debian's Prometheus (the metrics scrape test) and
-    # docker-compose (validates docker-compose.yml; no Docker engine needed for `config`).
+    # Real outside tools the tests drive: Debian's Prometheus (the metrics scrape test),
+    # docker-compose (validates docker-compose.yml; no Docker engine needed for `config`) and
+    # Debian's Chromium with a font (the browser tests drive it through Playwright, never a browser
+    # build of its own).
     local missing=()
     command -v prometheus >/dev/null 2>&1 || missing+=(prometheus)
     command -v docker-compose >/dev/null 2>&1 || missing+=(docker-compose)
+    [ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)
     if [ "${#missing[@]}" -gt 0 ]; then
         echo "installing ${missing[*]} for the tests" >&2
         SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"

@@ -119,6 +119,9 @@ def lane_sql(alias: str = "lane") -> str:
             f"(payload->>'origin') || '→' || (payload->>'destination')) AS {alias}")
 
 
+# forecasts.model is JSON naming the ensemble and its members; its `name` is what a person reads.
+MODEL_NAME = "CASE WHEN json_valid(model) THEN model->>'name' ELSE model END"
+
 BANDS = [
     {"matcher": {"id": "byName", "options": "upper_80"}, "properties": [
         {"id": "custom.fillBelowTo", "value": "lower_80"}, {"id": "custom.lineWidth", "value": 0},
@@ -232,7 +235,7 @@ FROM cosignatures GROUP BY 1, 2 ORDER BY 1""",
 WITH actual AS (
   SELECT ds::TIMESTAMPTZ AS time, y FROM demand WHERE series_key IN ({d.var('series')})),
 latest AS (
-  SELECT * FROM forecasts WHERE series_key IN ({d.var('series')}) AND model IN ({d.var('model')})
+  SELECT * FROM forecasts WHERE series_key IN ({d.var('series')})
   QUALIFY trained_at = max(trained_at) OVER ()),
 predicted AS (
   SELECT ds::TIMESTAMPTZ AS time, yhat, yhat_lower, yhat_upper, yhat_lower_95, yhat_upper_95 FROM latest)
@@ -242,12 +245,13 @@ FROM actual FULL JOIN predicted USING (time)
 WHERE time >= (SELECT max(time) FROM actual) - INTERVAL 120 DAY ORDER BY time""",
               [("time", "timestamp"), ("actual", "number"), ("forecast", "number"), ("lower_80", "number"),
                ("upper_80", "number"), ("lower_95", "number"), ("upper_95", "number")], w=24, h=10,
-              overrides=BANDS, description="Actuals (points), the latest forecast of the chosen model, and its "
-                                           "80% and 95% intervals; the last 120 days and the whole horizon."),
-        Panel("Forecast runs", "table", lambda d: """
-SELECT series_key, model, trained_at, count(*) AS points, min(ds) AS first_day, max(ds) AS last_day
-FROM (SELECT * FROM forecasts QUALIFY trained_at = max(trained_at) OVER (PARTITION BY series_key, model))
-GROUP BY 1, 2, 3 ORDER BY 1, 2""",
+              overrides=BANDS, description="Actuals (points), the latest forecast round, and its 80% and 95% "
+                                           "intervals; the last 120 days and the whole horizon."),
+        Panel("Forecast runs", "table", lambda d: f"""
+SELECT series_key, {MODEL_NAME} AS model, trained_at, count(*) AS points, min(ds) AS first_day,
+       max(ds) AS last_day
+FROM (SELECT * FROM forecasts QUALIFY trained_at = max(trained_at) OVER (PARTITION BY series_key))
+GROUP BY 1, 2, 3 ORDER BY 1""",
               [("series_key", "string"), ("model", "string"), ("trained_at", "timestamp"), ("points", "number"),
                ("first_day", "timestamp"), ("last_day", "timestamp")], w=24),
     ]),
@@ -329,8 +333,7 @@ def render_panel(panel: Panel | PromPanel, dialect: Dialect, pid: int, x: int, y
 
 def variables(dialect: Dialect) -> list[dict[str, Any]]:
     out = []
-    for name, column, sql in (("series", "series_key", "SELECT DISTINCT series_key FROM demand ORDER BY 1"),
-                              ("model", "model", "SELECT DISTINCT model FROM forecasts ORDER BY 1")):
+    for name, column, sql in (("series", "series_key", "SELECT DISTINCT series_key FROM demand ORDER BY 1"),):
         if isinstance(dialect, Live):
             query: Any = {"queryType": "infinity", "query": "", "refId": "variable",
                           "infinityQuery": infinity_target(sql, [(column, "string")], "variable")}

@@ -129,7 +129,10 @@ def worker(loglevel: str) -> None:
     """The stream processors (faust), against PROVENANCE_KAFKA."""
     from pipeline.worker.app import run_worker
 
-    run_worker(load_settings(), loglevel)
+    try:
+        run_worker(load_settings(), loglevel)
+    except PipelineError as exc:
+        raise fail_on(exc) from None
 
 
 @main.command()
@@ -153,21 +156,27 @@ def serve(port: int | None, host: str | None) -> None:
 @click.option("--seed", type=int, default=7, show_default=True, help="Simulator seed.")
 @click.option("--malformed", type=click.FloatRange(0, 1), help="Share of malformed simulated lines (default from settings).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--anomalies", is_flag=True, help="Simulate with injected delay anomalies (late, silent, dwell, sequence).")
 def produce(file_: Path | None, simulate: bool, rate: float | None, count: int | None, seed: int,
-            malformed: float | None, quiet: bool) -> None:
-    """Send events to Kafka, from a JSONL file or the simulator."""
+            malformed: float | None, quiet: bool, anomalies: bool) -> None:
+    """Send events to Kafka, from a JSONL file (ShipmentEvents, or EPCIS: a document or NDJSON events) or the
+    simulator."""
     from pipeline import producer
+    from pipeline.epcis_file import epcis_records
 
     if bool(file_) == simulate:
         raise BadInput("give exactly one of --file F.jsonl or --simulate")
     settings = load_settings(producer__malformed_share=malformed)
+    epcis = None
     try:
         if simulate:
-            records = producer.records_from_simulator(seed, settings.producer.malformed_share)
+            records = producer.records_from_simulator(seed, settings.producer.malformed_share, anomalies=anomalies)
         else:
             assert file_ is not None
-            records = producer.records_from_file(file_)
-        report = producer.produce_records(settings, records, rate=rate, count=count, progress=not quiet)
+            epcis = epcis_records(file_)  # an EPCIS document or NDJSON of EPCIS events goes to epcis-events
+            records = producer.records_from_file(file_) if epcis is None else iter(epcis)
+        topic = None if simulate or epcis is None else settings.topics.name(settings.topics.epcis)
+        report = producer.produce_records(settings, records, rate=rate, count=count, progress=not quiet, topic=topic)
     except PipelineError as exc:
         raise fail_on(exc) from None
     click.echo(f"sent {report.sent} events in {report.elapsed:.1f}s ({report.rate:,.0f}/s), {report.failed} failed",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.broker import EmbeddedBroker
+from pipeline.broker import EmbeddedBroker, free_port
 from pipeline.errors import PipelineError
 from pipeline.procs import spawn, stop
 from pipeline.settings import Settings
@@ -92,6 +93,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"
     logs.mkdir(exist_ok=True)
+    # A new in-memory broker starts a new ledger: forget the heights earlier runs delivered.
+    shutil.rmtree(data / "worker" / "commit-points", ignore_errors=True)
     cli = [sys.executable, "-m", "pipeline.cli"]
     broker = EmbeddedBroker(settings, log_file=logs / "broker.log")
     children: dict[str, Any] = {}
@@ -103,14 +106,19 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
         env = _child_env(settings, broker.bootstrap)
         print(f"broker at {broker.bootstrap}; starting worker and store (logs in {logs}) ...", flush=True)
         # Workers form one consumer group: partitions are shared out, one core each at most.
+        # Each worker and the analytics process serve Prometheus /metrics on a port of their own.
+        exporters = {f"worker-{n}": free_port() for n in range(workers)} | {"analytics": free_port()}
         for n in range(workers):
-            children[f"worker-{n}"] = spawn([*cli, "worker"], env, logs / f"worker-{n}.log")
+            children[f"worker-{n}"] = spawn([*cli, "worker"], env | {
+                "PROVENANCE_METRICS__WORKER_PORT": str(exporters[f"worker-{n}"])}, logs / f"worker-{n}.log")
         children["store"] = spawn([*cli, "serve"], env, logs / "store.log")
         # The models read the sealed stream in their own consumer group.
-        children["analytics"] = spawn([*cli, "analytics"], env, logs / "analytics.log")
+        children["analytics"] = spawn([*cli, "analytics"], env | {
+            "PROVENANCE_METRICS__ANALYTICS_PORT": str(exporters["analytics"])}, logs / "analytics.log")
         url = _wait_for_store(settings, children["store"], logs / "store.log")
         producer_env = dict(env, PROVENANCE_PRODUCER__MALFORMED_SHARE=str(max(settings.producer.malformed_share, 0.01)))
-        children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet"],
+        children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet",
+                                      "--anomalies"],
                                      producer_env, logs / "producer.log")
         with urllib.request.urlopen(f"{url}/checkpoints/key", timeout=5) as resp:
             key = resp.read().decode().strip()
@@ -121,6 +129,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
               f"  anomalies:  provenance sql \"select kind, explanation from anomalies\"  (or {url}/anomalies)\n"
               f"  proofs:     provenance prove EVENT_ID -o proof.json && provenance verify proof.json --key {key}\n"
               f"              (add --witness-key {witness_key} to require the witness's cosignature)\n"
+              f"  metrics:    {url}/metrics  " + "  ".join(f"http://127.0.0.1:{p}/metrics ({name})"
+                                                           for name, p in exporters.items()) + "\n"
               f"  Ctrl-C stops everything.\n", flush=True)
         produced = _Produced(broker.bootstrap, settings.topics.name(settings.topics.events))
         deadline = None if duration is None else time.monotonic() + duration

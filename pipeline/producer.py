@@ -141,6 +141,7 @@ def produce_records(
     rate: float | None = None,
     count: int | None = None,
     progress: bool = True,
+    topic: str | None = None,
 ) -> ProduceReport:
     """Send (key, value) records to the events topic and wait until the broker has them all.
 
@@ -151,7 +152,7 @@ def produce_records(
         raise ConfigError(f"--rate must be positive, got {rate}")
     if count is not None and count < 0:
         raise ConfigError(f"--count must be zero or more, got {count}")
-    topic = settings.topics.name(settings.topics.events)
+    topic = topic or settings.topics.name(settings.topics.events)
     source: Iterator[KeyValue] = iter(records) if count is None else itertools.islice(records, count)
     bucket = TokenBucket(rate) if rate else None
     producer = open_producer(settings)
@@ -252,9 +253,15 @@ def records_from_simulator(
     malformed_share: float = 0.0,
     start: datetime | None = None,
     tick: timedelta = timedelta(seconds=30),
+    anomalies: bool = False,
 ) -> Iterator[KeyValue]:
     """The fleet simulator's endless stream; `start` defaults to now, to the minute."""
     if start is None:
         start = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    fleet = Fleet(seed, start, tick=tick, malformed_share=malformed_share)
+    if anomalies:  # labelled delay anomalies injected (the labels stay in the simulator)
+        from pipeline.core.anomaly_injection import LabelledFleet
+
+        fleet: Fleet = LabelledFleet(seed, start, tick=tick, malformed_share=malformed_share)
+    else:
+        fleet = Fleet(seed, start, tick=tick, malformed_share=malformed_share)
     return ((key, value) for key, value, _ in fleet.records())

@@ -93,9 +93,14 @@ class StoreSettings(_Group):
 
 class WorkerSettings(_Group):
     group_id: str = "provenance-worker"
-    batch_size: int = Field(default=2_000, ge=1)
+    batch_size: int = Field(default=2_000, ge=1, description="records per poll at most")
     batch_within: float = Field(default=0.2, gt=0)
     web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
+    session_timeout: float = Field(default=3.0, ge=1.0, le=300.0,
+                                   description="seconds until a dead worker's partitions move")
+    instance_id: str | None = Field(default=None, description="static group membership: a restart under the "
+                                    "same id takes its partitions back at once")
+    commit_interval: float = Field(default=0.25, gt=0, description="seconds between offset commits")
 
 
 class AnalyticsSettings(_Group):
@@ -131,6 +136,18 @@ class ProducerSettings(_Group):
     linger_ms: int = Field(default=20, ge=0)
     batch_size: int = Field(default=262_144, ge=1)
     malformed_share: float = Field(default=0.0, ge=0, le=1)
+
+
+class EpcisSettings(_Group):
+    """EPCIS 2.0 capture (POST /capture) and query (GET /epcis/events)."""
+
+    max_body: int = Field(default=16 * 1024 * 1024, ge=1024, description="bytes; larger bodies get 413")
+    page_token_ttl: float = Field(default=300.0, gt=0, description="seconds a next-page token stays valid")
+    per_page: int = Field(default=30, ge=1, le=10_000)
+    max_per_page: int = Field(default=1_000, ge=1, le=10_000)
+    record_timeout: float = Field(default=120.0, gt=0, description="seconds a capture job waits for its events "
+                                                                   "to be recorded in DuckDB")
+    jobs_kept: int = Field(default=10_000, ge=1, description="finished capture jobs kept for GET /capture/{id}")
 
 
 class LimitSettings(_Group):
@@ -175,6 +192,7 @@ class Settings(BaseSettings):
     store: StoreSettings = StoreSettings()
     worker: WorkerSettings = WorkerSettings()
     producer: ProducerSettings = ProducerSettings()
+    epcis: EpcisSettings = EpcisSettings()
     analytics: AnalyticsSettings = AnalyticsSettings()
     metrics: MetricsSettings = MetricsSettings()
     snapshot: SnapshotSettings = SnapshotSettings()

@@ -5,12 +5,16 @@ from __future__ import annotations
 from pipeline import metrics
 from pipeline.analytics.feed import Output
 from pipeline.core.delay_detector import DelayDetector
+from pipeline.core.lane_model import LaneDelayModel
 from pipeline.core.sealed import SealedEvent
 from pipeline.settings import AnalyticsSettings, Settings
 
 
 def detector_from(a: AnalyticsSettings) -> DelayDetector:
-    return DelayDetector(allowed_lateness=a.allowed_lateness * 3600, late_tolerance=a.late_tolerance * 3600)
+    """A detector with a fresh lane model, configured from the analytics settings."""
+    model = LaneDelayModel(window=a.window, min_deliveries=a.min_deliveries)
+    return DelayDetector(model, allowed_lateness=a.allowed_lateness * 3600, late_tolerance=a.late_tolerance * 3600,
+                         retention=a.retention * 3600)
 
 
 class DelayAnomalies:

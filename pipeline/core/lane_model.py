@@ -13,6 +13,7 @@ to mode. Everything is a pure function of the trips learned, in order.
 
 from __future__ import annotations
 
+import bisect
 from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -50,6 +51,7 @@ class Trip:
     times: dict[str, float]
     sites: dict[str, str] = field(default_factory=dict)
     disturbed: frozenset[str] = frozenset()  # stages with an exception or an anomaly: not a norm
+    planned: float | None = None  # promised transit (promise - created), seconds
 
 
 class Threshold(NamedTuple):
@@ -60,6 +62,7 @@ class Threshold(NamedTuple):
     q: float
     n: int
     scope: str
+    scaled: bool = False  # learned relative to the promised transit, scaled to this shipment's
 
 
 class Risk(NamedTuple):
@@ -70,21 +73,62 @@ class Risk(NamedTuple):
     q: float
     n: int
     scope: str
+    scaled: bool = False
+
+
+class _Pairs:
+    """The last `size` (time in stage, time from leaving it to delivery) pairs, also sorted by the first."""
+
+    __slots__ = ("size", "order", "sorted", "totals")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.order: deque[tuple[float, float]] = deque()
+        self.sorted: list[tuple[float, float]] = []
+        self.totals = QuantileWindow(size)
+
+    def add(self, d: float, r: float) -> None:
+        if len(self.order) == self.size:
+            old = self.order.popleft()
+            del self.sorted[bisect.bisect_left(self.sorted, old)]
+        self.order.append((d, r))
+        bisect.insort(self.sorted, (d, r))
+        self.totals.add(d + r)
 
 
 class _Scope:
-    __slots__ = ("deliveries", "stages", "pairs")
+    """One lane, carrier×mode or mode: windows in seconds and relative to the promised transit."""
+
+    __slots__ = ("deliveries", "raw", "rel", "pairs_raw", "pairs_rel")
 
     def __init__(self, window: int) -> None:
         self.deliveries = 0
-        self.stages = {s: QuantileWindow(window) for s in STAGES}
-        self.pairs: dict[str, deque[tuple[float, float]]] = {s: deque(maxlen=window) for s in STAGES}
+        self.raw = {s: QuantileWindow(window) for s in STAGES}
+        self.rel = {s: QuantileWindow(window) for s in STAGES}
+        self.pairs_raw = {s: _Pairs(window) for s in STAGES}
+        self.pairs_rel = {s: _Pairs(window) for s in STAGES}
+
+
+class _Choice(NamedTuple):
+    key: Lane
+    scope: _Scope
+    relative: bool
+    q_raw: float
+    q_rel: float
+    n_raw: int
+    n_rel: int
+
+
+def _spread(w: QuantileWindow, q: float) -> float:
+    """How wide a window is: its high quantile over its median."""
+    mid = w.quantile(0.5)
+    return w.quantile(q) / mid if mid > 0 else float("inf")
 
 
 class LaneDelayModel:
     """Stage, gap and dwell quantiles per lane with fallback; P(miss promise) for shipments in transit.
 
-    >>> m = LaneDelayModel(min_deliveries=2)
+    >>> m = LaneDelayModel(min_deliveries=2, min_samples=2)
     >>> lane = Lane("A", "B", "road", "Nordfracht")
     >>> for k in range(3):
     ...     m.learn_one(Trip(lane, {"departed": 0.0, "arrived": 36000.0 + k, "delivered": 40000.0 + k}))
@@ -94,10 +138,11 @@ class LaneDelayModel:
     1.0
     """
 
-    def __init__(self, window: int = 256, min_deliveries: int = 30, quantile: float = 0.99,
+    def __init__(self, window: int = 256, min_deliveries: int = 30, min_samples: int = 20, quantile: float = 0.99,
                  silent_factor: float = 1.5, dwell_factor: float = 2.0, risk_quantile: float = 0.95) -> None:
         self.window = window
         self.min_deliveries = min_deliveries
+        self.min_samples = min_samples
         self.quantile = quantile
         self.silent_factor = silent_factor
         self.dwell_factor = dwell_factor
@@ -106,6 +151,7 @@ class LaneDelayModel:
         self.name = f"lane-delay/1 (window {window}, q{quantile:g})"
         self._scopes: dict[Lane, _Scope] = {}
         self._dwell: dict[tuple[str, str, str], QuantileWindow] = {}
+        self._cache: dict[tuple[Lane, str], tuple[tuple[int, ...], _Choice | None]] = {}
 
     # ---- learning -----------------------------------------------------------------------
 
@@ -113,6 +159,7 @@ class LaneDelayModel:
         """Learn one delivered trip: stage durations, stage-to-delivery times, dwell per site."""
         times = trip.times
         delivered = times.get("delivered")
+        planned = trip.planned if trip.planned and trip.planned > 0 else None
         for key in trip.lane.scopes():
             scope = self._scopes.get(key)
             if scope is None:
@@ -122,83 +169,112 @@ class LaneDelayModel:
                 start, end = times.get(s), times.get(LIFECYCLE[RANK[s] + 1])
                 if start is None or end is None or end < start or s in trip.disturbed:
                     continue
-                scope.stages[s].add(end - start)
+                scope.raw[s].add(end - start)
+                if planned:
+                    scope.rel[s].add((end - start) / planned)
                 if delivered is not None and delivered >= end:
-                    scope.pairs[s].append((end - start, delivered - end))
+                    scope.pairs_raw[s].add(end - start, delivered - end)
+                    if planned:
+                        scope.pairs_rel[s].add((end - start) / planned, (delivered - end) / planned)
         for s, which in DWELL_STAGES.items():
             start, end = times.get(s), times.get(LIFECYCLE[RANK[s] + 1])
             if start is None or end is None or end < start or s in trip.disturbed:
                 continue
-            for key in ((trip.sites.get(s, "?"), trip.lane.mode, which), ("*", trip.lane.mode, which)):
-                w = self._dwell.get(key)
+            for site_key in ((trip.sites.get(s, "?"), trip.lane.mode, which), ("*", trip.lane.mode, which)):
+                w = self._dwell.get(site_key)
                 if w is None:
-                    w = self._dwell[key] = QuantileWindow(self.window)
+                    w = self._dwell[site_key] = QuantileWindow(self.window)
                 w.add(end - start)
 
     # ---- scoring ------------------------------------------------------------------------
 
     def _scope(self, lane: Lane, stage: str) -> tuple[Lane, _Scope] | None:
-        """The most specific scope with enough deliveries, else the coarsest one with any samples."""
+        """The most specific scope with enough deliveries, else the coarsest one with enough samples."""
         found = None
         for key in lane.scopes():
             scope = self._scopes.get(key)
-            if scope is None or not scope.stages[stage]:
+            if scope is None or len(scope.raw[stage]) < self.min_samples:
                 continue
             if scope.deliveries >= self.min_deliveries:
                 return key, scope
             found = (key, scope)
         return found
 
-    def gap_threshold(self, lane: Lane, stage: str) -> Threshold | None:
-        """How long a shipment may go without its next event after `stage`, or None with no history."""
+    def _choice(self, lane: Lane, stage: str) -> _Choice | None:
+        """The scope to judge `stage` of `lane` by, and its quantiles; cached until one of its scopes learns."""
+        version = tuple(s.deliveries if s is not None else -1 for s in map(self._scopes.get, lane.scopes()))
+        cached = self._cache.get((lane, stage))
+        # Quantiles of a window barely move with one more sample: refreshed after 1/16 more deliveries.
+        if cached is not None and all(abs(a - b) <= max(2, b // 16) for a, b in zip(version, cached[0])):
+            return cached[1]
+        choice = None
         found = self._scope(lane, stage)
-        if found is None:
+        if found is not None:
+            key, scope = found
+            raw, rel = scope.raw[stage], scope.rel[stage]
+            # A fallback scope mixes lanes of different lengths: read it relative to the promised
+            # transit when that spreads less than seconds do.
+            relative = (key.origin == "*" and len(rel) >= self.min_samples
+                        and _spread(rel, self.quantile) < _spread(raw, self.quantile))
+            choice = _Choice(key, scope, relative, raw.quantile(self.quantile),
+                             rel.quantile(self.quantile) if rel else 0.0, len(raw), len(rel))
+        self._cache[(lane, stage)] = (version, choice)
+        return choice
+
+    def gap_threshold(self, lane: Lane, stage: str, planned: float | None = None) -> Threshold | None:
+        """How long a shipment may go without its next event after `stage`, or None with no history."""
+        c = self._choice(lane, stage)
+        if c is None:
             return None
-        key, scope = found
-        w = scope.stages[stage]
-        q = w.quantile(self.quantile)
-        return Threshold(q * self.silent_factor, q, self.quantile, len(w), scope_name(key))
+        if planned and c.relative:
+            q = c.q_rel * planned
+            return Threshold(q * self.silent_factor, q, self.quantile, c.n_rel, scope_name(c.key), True)
+        return Threshold(c.q_raw * self.silent_factor, c.q_raw, self.quantile, c.n_raw, scope_name(c.key))
 
     def dwell_threshold(self, site: str, mode: str, stage: str) -> Threshold | None:
         """How long a shipment may stay at `site` in a dwell stage, or None with no history."""
         which = DWELL_STAGES[stage]
         for key, scope in (((site, mode, which), "site"), (("*", mode, which), "mode")):
             w = self._dwell.get(key)
-            if w is not None and (len(w) >= self.min_deliveries or (scope == "mode" and len(w))):
+            if w is not None and (len(w) >= self.min_deliveries or (scope == "mode" and len(w) >= self.min_samples)):
                 q = w.quantile(self.quantile)
                 return Threshold(q * self.dwell_factor, q, self.quantile, len(w), scope)
         return None
 
     def risk(self, lane: Lane, stage: str, entered: float, now: float, deadline: float,
-             pending: float = 0.0) -> Risk | None:
+             pending: float = 0.0, planned: float | None = None) -> Risk | None:
         """P(delivered after `deadline`) for a shipment in `stage` since `entered`, seen at `now`.
 
         Among the recent trips of the lane that stayed in this stage at least as long
         as this one has, the share whose rest of stage plus time to delivery would
         overshoot the deadline. `pending` is delay the carrier has announced.
         """
-        found = self._scope(lane, stage)
-        if found is None:
+        c = self._choice(lane, stage)
+        if c is None:
             return None
-        key, scope = found
-        pairs = scope.pairs[stage]
-        if not pairs:
+        key, scope = c.key, c.scope
+        scale = 1.0
+        pairs = scope.pairs_raw[stage]
+        if planned and c.relative:
+            scale, pairs = planned, scope.pairs_rel[stage]
+        if not pairs.sorted:
             return None
-        elapsed = now - entered
-        slack = deadline - now - pending
-        longer = [(d - elapsed) + r for d, r in pairs if d > elapsed]
-        if not longer:
-            rest = sorted(r for _, r in pairs)
-            longer = [rest[len(rest) // 2]]
-        p = sum(1 for x in longer if x > slack) / len(longer)
-        totals = sorted(d + r for d, r in pairs)
-        typical = totals[max(0, int(self.risk_quantile * len(totals) + 0.999999) - 1)]
-        return Risk(p, typical, self.risk_quantile, scope.deliveries, scope_name(key))
+        elapsed = (now - entered) / scale
+        slack = (deadline - now - pending) / scale
+        # Trips that stayed longer in this stage than this one has so far: a suffix of the sorted pairs.
+        longer = pairs.sorted[bisect.bisect_right(pairs.sorted, (elapsed, float("inf"))):]
+        if longer:
+            p = sum(1 for d, r in longer if d - elapsed + r > slack) / len(longer)
+        else:
+            rest = sorted(r for _, r in pairs.sorted)
+            p = 1.0 if rest[len(rest) // 2] > slack else 0.0
+        typical = pairs.totals.quantile(self.risk_quantile) * scale
+        return Risk(p, typical, self.risk_quantile, scope.deliveries, scope_name(key), scale != 1.0)
 
     def score_one(self, lane: Lane, stage: str, entered: float, now: float, deadline: float,
-                  pending: float = 0.0) -> float:
+                  pending: float = 0.0, planned: float | None = None) -> float:
         """The probability of missing the deadline (higher is more anomalous); 0 with no history."""
-        r = self.risk(lane, stage, entered, now, deadline, pending)
+        r = self.risk(lane, stage, entered, now, deadline, pending, planned)
         return 0.0 if r is None else r.p
 
 
@@ -214,16 +290,16 @@ class FixedThresholds:
     def learn_one(self, trip: Trip) -> None:
         """Nothing to learn."""
 
-    def gap_threshold(self, lane: Lane, stage: str) -> Threshold | None:
+    def gap_threshold(self, lane: Lane, stage: str, planned: float | None = None) -> Threshold | None:
         return Threshold(self.silent_after, self.silent_after, 1.0, 0, "fixed")
 
     def dwell_threshold(self, site: str, mode: str, stage: str) -> Threshold | None:
         return Threshold(self.dwell_over, self.dwell_over, 1.0, 0, "fixed")
 
     def risk(self, lane: Lane, stage: str, entered: float, now: float, deadline: float,
-             pending: float = 0.0) -> Risk | None:
+             pending: float = 0.0, planned: float | None = None) -> Risk | None:
         return None
 
     def score_one(self, lane: Lane, stage: str, entered: float, now: float, deadline: float,
-                  pending: float = 0.0) -> float:
+                  pending: float = 0.0, planned: float | None = None) -> float:
         return 0.0

@@ -60,7 +60,12 @@ def decode_bundle(value: bytes) -> list[SealedEvent]:
     out = []
     for entry in wire.decode_entries(value):
         try:
-            event = json.loads(entry["payload"])
+            if "epcis" in entry:  # an EPCIS event: its ShipmentEvent view, where it has one
+                if entry.get("view") is None:
+                    continue
+                event = entry["view"]
+            else:
+                event = json.loads(entry["payload"])
             out.append(SealedEvent(event, str(entry["log_id"]), int(entry["leaf_index"]),
                                    parse_time(event["event_time"])))
         except (ValueError, TypeError, KeyError) as exc:

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from pipeline.core.blocks import BlockHeader
 from pipeline.errors import NotFound, StoreError
+from pipeline.store.epcis_rows import insert_epcis_entries
 from pipeline.store.sandbox import QueryResult, run_query
 
 
@@ -53,6 +54,7 @@ class IngestResult:
     dead_letters: int = 0
     checkpoints: int = 0
     anomalies: int = 0
+    epcis_events: int = 0
 
     def add(self, other: IngestResult) -> None:
         for f in fields(IngestResult):
@@ -95,7 +97,8 @@ class Database:
         self.con.execute("SET lock_configuration = true")
 
     def close(self) -> None:
-        self.con.close()
+        with self._write_lock:  # a write still running in its thread (the ingest was cancelled) ends first
+            self.con.close()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()
@@ -110,7 +113,8 @@ class Database:
         """Per log, one past the highest leaf index recorded (events and duplicate leaves)."""
         rows = self.cursor().execute(
             "SELECT log_id, max(leaf_index) + 1 FROM ("
-            " SELECT log_id, leaf_index FROM events UNION ALL SELECT log_id, leaf_index FROM duplicate_leaves)"
+            " SELECT log_id, leaf_index FROM events UNION ALL SELECT log_id, leaf_index FROM duplicate_leaves"
+            " UNION ALL SELECT log_id, leaf_index FROM epcis_events)"
             " GROUP BY log_id"
         ).fetchall()
         return {log_id: int(n) for log_id, n in rows}
@@ -146,10 +150,14 @@ class Database:
                     cur.register("staged_tiles", tiles)
                     cur.execute("INSERT OR REPLACE INTO merkle_tiles SELECT * FROM staged_tiles")
                 if batch.offsets:
-                    cur.executemany(
-                        "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?)",
-                        [(t, p, o) for (t, p), o in batch.offsets.items()],
-                    )
+                    # One statement: executemany runs one INSERT per row, which cost more than the rows.
+                    cur.register("staged_offsets", pa.table({
+                        "topic": [t for t, _ in batch.offsets],
+                        "partition": pa.array([p for _, p in batch.offsets], pa.int32()),
+                        "next_offset": pa.array(list(batch.offsets.values()), pa.int64()),
+                    }))
+                    cur.execute("INSERT OR REPLACE INTO consumer_offsets SELECT * FROM staged_offsets")
+                    cur.unregister("staged_offsets")
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")
@@ -158,6 +166,13 @@ class Database:
 
     def _insert_entries(self, cur: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]],
                         now: datetime, result: IngestResult) -> None:
+        if any("epcis" in e for e in entries):
+            added, kept = insert_epcis_entries(cur, [e for e in entries if "epcis" in e], now)
+            result.epcis_events += added
+            result.duplicates += kept
+            entries = [e for e in entries if "epcis" not in e]
+            if not entries:
+                return
         staged = pa.table({
             "event_id": [e["event_id"] for e in entries],
             "shipment_id": [e["shipment_id"] for e in entries],
@@ -177,8 +192,9 @@ class Database:
             " FROM staged_entries ON CONFLICT DO NOTHING",
             [now],
         ).fetchone()
-        result.events = int(inserted[0]) if inserted else 0
-        if result.events < len(entries):
+        added = int(inserted[0]) if inserted else 0
+        result.events += added
+        if added < len(entries):
             # Same event_id at another leaf: keep the leaf, so every leaf of the log stays in the store.
             dup = cur.execute(
                 "INSERT INTO duplicate_leaves SELECT s.log_id, s.leaf_index, s.event_id, s.leaf_hash,"
@@ -187,7 +203,7 @@ class Database:
                 " ON CONFLICT DO NOTHING",
                 [now],
             ).fetchone()
-            result.duplicates = int(dup[0]) if dup else 0
+            result.duplicates += int(dup[0]) if dup else 0
         cur.unregister("staged_entries")
 
     def _insert_blocks(self, cur: duckdb.DuckDBPyConnection, blocks: list[BlockHeader],
@@ -392,10 +408,11 @@ class Database:
             "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM blocks),"
             " (SELECT count(*) FROM dead_letters), (SELECT count(*) FROM checkpoints),"
             " (SELECT count(*) FROM duplicate_leaves), (SELECT count(*) FROM block_conflicts),"
-            " (SELECT count(DISTINCT sequence) FROM cosignatures), (SELECT count(*) FROM anomalies)"
+            " (SELECT count(DISTINCT sequence) FROM cosignatures), (SELECT count(*) FROM anomalies),"
+            " (SELECT count(*) FROM epcis_events)"
         )[0]
         names = ("events", "blocks", "dead_letters", "checkpoints", "duplicate_leaves", "block_conflicts",
-                 "cosigned_checkpoints", "anomalies")
+                 "cosigned_checkpoints", "anomalies", "epcis_events")
         return dict(zip(names, (int(v) for v in row)))
 
     # ---- user SQL ----------------------------------------------------------------------

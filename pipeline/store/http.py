@@ -10,7 +10,6 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from importlib import resources
 from typing import Any
 
 from aiohttp import web
@@ -21,7 +20,9 @@ from pipeline.core.ledger import accept
 from pipeline.core.strict_json import JSONRefused, Limits, decode
 from pipeline.errors import InvalidChallenge, InvalidEvent, NotFound, PipelineError, QueryRejected
 from pipeline.settings import LimitSettings, Settings
+from pipeline.store.capture import CaptureService
 from pipeline.store.db import Database
+from pipeline.store.epcis_query import EpcisQueryRoutes
 from pipeline.store.gauges import refresh_store_gauges
 from pipeline.store.sandbox import json_value
 
@@ -105,7 +106,7 @@ def split_events(body: bytes, limits: LimitSettings | None = None) -> list[tuple
 
 
 class Api:
-    """Routes of `provenance serve`; the proof and checkpoint routes are added by the ledger service."""
+    """Routes of `provenance serve`; the page at `/` and its JSON routes are in `pipeline.store.dashboard`."""
 
     def __init__(self, settings: Settings, db: Database, produce: Callable[[list[tuple[bytes | None, bytes]]], Awaitable[None]],
                  status: Callable[[], Awaitable[dict[str, Any]]]) -> None:
@@ -119,23 +120,22 @@ class Api:
         self.app = web.Application(client_max_size=limits.max_body,
                                    middlewares=[errors_as_json(limits.request_timeout)])
         r = self.app.router
-        r.add_get("/", self.index)
         r.add_get("/health", self.health)
         r.add_post("/events", self.post_events)
-        r.add_get("/events/{event_id}", self.get_event)
+        r.add_get("/events/{event_id:.+}", self.get_event)
         r.add_get("/blocks", self.get_blocks)
         r.add_get("/anomalies", self.get_anomalies)
         r.add_post("/sql", self.post_sql)
         r.add_get("/metrics", self.metrics)
         r.add_get("/proofs/consistency", self.get_consistency)
-        r.add_get("/proofs/{event_id}", self.get_proof)
+        r.add_get("/proofs/{event_id:.+}", self.get_proof)
         r.add_get("/checkpoints/latest", self.get_checkpoint)
         r.add_get("/checkpoints/key", self.get_key)
         self.ledger: Any = None  # set by the store: pipeline.store.ledger.LedgerService
-
-    async def index(self, request: web.Request) -> web.Response:
-        page = resources.files("pipeline.web").joinpath("index.html").read_text()
-        return web.Response(text=page, content_type="text/html")
+        self.capture = CaptureService(settings, db, produce)  # EPCIS 2.0: POST /capture, GET /capture/{id}
+        self.capture.register(r)
+        self.epcis = EpcisQueryRoutes(settings, db)  # GET /epcis/events
+        self.epcis.register(r)
 
     async def health(self, request: web.Request) -> web.Response:
         return _json(await self.status())
@@ -167,7 +167,13 @@ class Api:
 
     async def get_event(self, request: web.Request) -> web.Response:
         event_id = request.match_info["event_id"]
-        row = await asyncio.to_thread(self.db.event, event_id)
+        try:
+            row = await asyncio.to_thread(self.db.event, event_id)
+        except NotFound:
+            found = await asyncio.to_thread(self.epcis.describe, event_id)
+            if found is None:
+                raise
+            return _json(found)
         block = await asyncio.to_thread(self.db.covering_block, row["log_id"], row["leaf_index"])
         row["payload"] = json.loads(row["payload"])
         return _json({"event": row.pop("payload"), "ledger": {**row, "block": block, "sealed": block is not None}})

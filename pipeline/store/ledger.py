@@ -249,9 +249,30 @@ class Proofs:
 
     def bundle(self, event_id: str) -> dict[str, Any]:
         rows = self.db.fetch("SELECT log_id, leaf_index, payload FROM events WHERE event_id = ?", [event_id])
+        if rows:
+            return self.bundle_at(event_id, *rows[0])
+        # An EPCIS event: its original (not a declaration under the same id), with its corrections.
+        rows = self.db.fetch("SELECT log_id, leaf_index, original, declaration FROM epcis_events WHERE event_id = ?"
+                             " ORDER BY declaration, log_id, leaf_index", [event_id])
         if not rows:
             raise NotFound(f"no event with event_id {event_id!r}")
-        log_id, index, payload = rows[0]
+        bundle = self.bundle_at(event_id, *rows[0][:3])
+        corrections = []
+        linked = self.db.fetch(
+            "SELECT e.event_id, e.log_id, e.leaf_index, e.original, l.relation FROM epcis_links l"
+            " JOIN epcis_events e ON e.event_id = l.target_id AND NOT e.declaration"
+            " WHERE l.declared_by = ? AND l.relation = 'correctiveEventID'", [event_id])
+        for row in [(event_id, r[0], r[1], r[2], "errorDeclaration") for r in rows[1:] if r[3]] + linked:
+            try:
+                corrections.append({"relation": row[4], "event_id": row[0],
+                                    "bundle": self.bundle_at(row[0], row[1], row[2], row[3])})
+            except NotFound as exc:  # recorded, not sealed yet
+                corrections.append({"relation": row[4], "event_id": row[0], "bundle": None, "pending": str(exc)})
+        bundle["corrections"] = corrections
+        return bundle
+
+    def bundle_at(self, event_id: str, log_id: str, index: int, payload: Any) -> dict[str, Any]:
+        """The bundle of the leaf `index` of `log_id`, whose event JSON is `payload`."""
         covering = self.blocks.first_at_least(log_id, index + 1)
         if covering is None:
             raise NotFound(f"event {event_id} is recorded at leaf {index} of {log_id} but not sealed in a "

@@ -120,3 +120,38 @@ CREATE TABLE IF NOT EXISTS anomalies (
     revision     BIGINT NOT NULL,
     updated_at   TIMESTAMPTZ NOT NULL
 );
+-- EPCIS 2.0 events, as sent (`original` is the JSON whose RFC 8785 form is the leaf), one row per
+-- recorded event; an errorDeclaration shares its original's event_id (declaration = true).
+CREATE TABLE IF NOT EXISTS epcis_events (
+    event_id        VARCHAR NOT NULL,  -- the producer's eventID, else the CBV 2.0 event hash
+    epcis_type      VARCHAR NOT NULL,
+    event_hash      VARCHAR NOT NULL,  -- CBV 2.0 canonical event hash (ni:///sha-256;...?ver=CBV2.0)
+    id_source       VARCHAR NOT NULL,  -- 'eventID' or 'hash'
+    event_time      TIMESTAMPTZ NOT NULL,
+    biz_step        VARCHAR,
+    declaration     BOOLEAN NOT NULL,
+    log_id          VARCHAR NOT NULL,
+    leaf_index      BIGINT NOT NULL,
+    leaf_hash       VARCHAR NOT NULL,
+    kafka_partition INTEGER NOT NULL,
+    kafka_offset    BIGINT NOT NULL,
+    original        JSON NOT NULL,
+    context         JSON,
+    view            JSON,              -- the derived ShipmentEvent view, or null
+    recorded_at     TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (log_id, leaf_index)
+);
+-- Corrections: a declaration (declared_by = its event_id) and the corrective events it names.
+CREATE TABLE IF NOT EXISTS epcis_links (
+    declared_by  VARCHAR NOT NULL,
+    target_id    VARCHAR NOT NULL,
+    relation     VARCHAR NOT NULL,  -- 'errorDeclaration' or 'correctiveEventID'
+    log_id       VARCHAR NOT NULL,
+    leaf_index   BIGINT NOT NULL,
+    PRIMARY KEY (log_id, leaf_index, target_id, relation)
+);
+-- Derived ShipmentEvent views of EPCIS events, in the columns of `events`.
+CREATE OR REPLACE VIEW epcis_shipment_events AS
+    SELECT event_id, view->>'shipment_id' AS shipment_id, view->>'event_type' AS event_type, event_time,
+           log_id, leaf_index, leaf_hash, kafka_partition, kafka_offset, view AS payload, recorded_at
+    FROM epcis_events WHERE view IS NOT NULL AND NOT declaration;

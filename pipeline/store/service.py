@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from pipeline import fatal
 from pipeline.errors import BrokerError
 from pipeline.settings import Settings
+from pipeline.store.dashboard import Dashboard
 from pipeline.store.db import Database
 from pipeline.store.http import Api
 from pipeline.store.ingest import Ingestor
@@ -44,12 +45,16 @@ class Store:
         self.ingestor.preprocessors.append(self.ledger.tiles)
         self.ingestor.listeners.append(lambda batch: self.ledger.proofs.tiles.remember(batch.tiles))
         self.api.ledger = self.ledger
-        self.extensions: list[Any] = [self.ledger, SnapshotPublisher(settings, self.db)]  # started with the store
+        self.ingestor.listeners.append(self.api.capture.on_batch)
+        self.dashboard = Dashboard(self.db, self.ingestor.lag)
+        self.dashboard.register(self.api.app)
+        self.extensions: list[Any] = [self.ledger, SnapshotPublisher(settings, self.db),
+                                      self.dashboard]  # started with the store
         self.stall_watch = StallWatch(settings.store.stall_after)
         self.stalled: list[str] = []
         self.offsets: AIOKafkaConsumer | None = None  # reads the worker's source topics' end offsets
 
-    async def produce(self, records: list[tuple[bytes | None, bytes]]) -> None:
+    async def produce(self, records: list[tuple[bytes | None, bytes]], topic: str | None = None) -> None:
         if self.producer is None:
             self.producer = AIOKafkaProducer(bootstrap_servers=self.settings.kafka, acks="all",
                                              linger_ms=5, client_id="provenance-store-producer")
@@ -58,7 +63,7 @@ class Store:
             except KafkaError as exc:
                 self.producer = None
                 raise BrokerError(f"cannot reach Kafka at {self.settings.kafka}: {exc}") from None
-        topic = self.settings.topics.name(self.settings.topics.events)
+        topic = topic or self.settings.topics.name(self.settings.topics.events)
         futures = [await self.producer.send(topic, value=v, key=k) for k, v in records]
         for f in futures:
             await f

@@ -22,7 +22,7 @@ from pipeline.producer import produce_records
 
 pytestmark = pytest.mark.integration
 
-VALID, MALFORMED = 2_000, 20
+VALID, MALFORMED = 600, 10
 
 
 def prometheus_binary() -> str:

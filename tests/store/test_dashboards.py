@@ -210,11 +210,12 @@ def fill_fixture(db: Database) -> None:
     for series in ("sku=SKU-1|site=DE-HAM", "total"):
         cur.executemany("INSERT INTO demand (series_key, ds, y) VALUES (?, ?, ?)",
                         [(series, day0 + timedelta(days=d), 10.0 + d % 7) for d in range(60)])
-        for model, trained in (("ensemble", NOW - timedelta(hours=2)), ("ensemble", NOW), ("ets", NOW)):
+        for model, trained in (("prophet-ensemble", NOW - timedelta(hours=2)), ("seasonal_naive", NOW)):
             cur.executemany(
                 "INSERT INTO forecasts (series_key, ds, yhat, yhat_lower, yhat_upper, yhat_lower_95, yhat_upper_95,"
                 " trained_at, model, input_ledger) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [(series, day0 + timedelta(days=60 + d), 12.0, 9.0, 15.0, 7.0, 17.0, trained, model,
+                [(series, day0 + timedelta(days=60 + d), 12.0, 9.0, 15.0, 7.0, 17.0, trained,
+                  json.dumps({"name": model, "members": [{"name": model, "weight": 1.0}]}),
                   json.dumps({"shipment-events/0": 100})) for d in range(14)])
 
 
@@ -313,6 +314,34 @@ def test_every_snapshot_panel_query_returns_rows_in_duckdb_1_5(store: Path, tmp_
     demand = next(v for t, v in by_title.items() if t.startswith("Demand and forecast"))
     cols = demand["columns"]
     assert cols == ["time", "actual", "forecast", "lower_80", "upper_80", "lower_95", "upper_95"]
-    # Actuals and the forecast horizon both appear, and only the newest run of the chosen model.
+    # Actuals and the forecast horizon both appear, and only the newest forecast round.
     assert any(r[1] is not None for r in demand["rows"]) and any(r[2] is not None for r in demand["rows"])
     assert sum(r[2] is not None for r in demand["rows"]) == 14
+    runs = next(v for t, v in by_title.items() if t == "Forecast runs")
+    assert {r[1] for r in runs["rows"]} == {"seasonal_naive"}  # the model's name, of the latest round
+
+
+def exposed_samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(metrics.render().decode()) for s in f.samples}
+
+
+def test_store_gauges_read_checkpoint_age_and_anomalies_from_the_file(store: Path, tmp_path: Path) -> None:
+    from pipeline.store.gauges import refresh_store_gauges
+
+    copy = tmp_path / "store.duckdb"
+    copy.write_bytes(store.read_bytes())
+    db = Database(copy)
+    try:
+        refresh_store_gauges(db, {"tables": {"events": 300}})
+        samples = exposed_samples()
+        assert samples[("provenance_table_rows", (("table", "events"),))] == 300
+        assert samples[("provenance_checkpoint_age_seconds", ())] > 86_400  # the fixture signed in March
+        assert samples[("provenance_anomalies_stored", (("kind", "late"), ("status", "open")))] == 1
+        db.cursor().execute("UPDATE anomalies SET status = 'resolved'")
+        refresh_store_gauges(db, {})
+        samples = exposed_samples()
+        assert ("provenance_anomalies_stored", (("kind", "late"), ("status", "open"))) not in samples
+        assert samples[("provenance_anomalies_stored", (("kind", "late"), ("status", "resolved")))] == 1
+    finally:
+        db.close()

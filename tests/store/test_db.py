@@ -82,7 +82,7 @@ def test_ingest_writes_every_kind_of_row(db: Database) -> None:
     assert (result.events, result.blocks, result.dead_letters, result.duplicates, result.conflicts) == (7, 2, 2, 0, 0)
     assert db.counts() == {"events": 7, "blocks": 2, "dead_letters": 2, "checkpoints": 0,
                            "duplicate_leaves": 0, "block_conflicts": 0, "cosigned_checkpoints": 0,
-                           "anomalies": 0}
+                           "anomalies": 0, "epcis_events": 0}
 
     entry = batch.entries[4]
     row = db.event(entry["event_id"])

@@ -30,10 +30,14 @@ def counts(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     return {t: con.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}  # type: ignore[index]
 
 
-def test_snapshot_is_published_atomically_while_the_store_holds_its_file(ledger, tmp_path: Path) -> None:
-    path = ledger.copy_to(tmp_path / "store")
+def open_store(ledger, tmp_path: Path) -> tuple[Database, Path]:  # type: ignore[no-untyped-def]
+    """A private copy of the ledger opened as the store opens it, and where its snapshot goes."""
     target = tmp_path / "store" / "snapshot.duckdb"
-    db = Database(path, writable=scratch_paths(target))
+    return Database(ledger.copy_to(tmp_path / "store"), writable=scratch_paths(target)), target
+
+
+def test_snapshot_is_published_atomically_while_the_store_holds_its_file(ledger, tmp_path: Path) -> None:
+    db, target = open_store(ledger, tmp_path)
     try:
         expected = counts(db.cursor())
         publish_snapshot(db, target)
@@ -95,9 +99,8 @@ def test_the_snapshot_audits_clean_and_audit_falls_back_to_it(ledger, tmp_path: 
 
 
 def test_the_snapshot_opens_in_duckdb_1_5(ledger, tmp_path: Path) -> None:
-    path = ledger.copy_to(tmp_path / "store")
-    target = tmp_path / "store" / "snapshot.duckdb"
-    db = Database(path, writable=scratch_paths(target))
+    db, target = open_store(ledger, tmp_path)
+    path = db.path
     try:
         expected = counts(db.cursor())
         publish_snapshot(db, target)
@@ -108,3 +111,42 @@ def test_the_snapshot_opens_in_duckdb_1_5(ledger, tmp_path: Path) -> None:
     out = read_with_duckdb15(target, [f"SELECT count(*) FROM {t}" for t in TABLES])
     assert out["version"].startswith("1.5.")
     assert [int(r["rows"][0][0]) for r in out["results"]] == list(expected.values())
+
+
+def test_the_publisher_skips_unchanged_rounds_and_stops_mid_copy(ledger, tmp_path: Path) -> None:
+    import asyncio
+
+    from pipeline.store.snapshot import SnapshotPublisher
+
+    db, target = open_store(ledger, tmp_path)
+    settings = Settings(data_dir=tmp_path, snapshot={"interval": 0.05, "path": target})
+
+    async def scenario() -> tuple[int, int]:
+        publisher = SnapshotPublisher(settings, db)
+        await publisher.start()
+        for _ in range(400):
+            if publisher.published:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # several more rounds: nothing was written, so nothing is copied
+        unchanged = publisher.published
+        db.cursor().execute("UPDATE consumer_offsets SET next_offset = next_offset + 1")
+        db.cursor().execute("INSERT INTO consumer_offsets VALUES ('t', 0, 1)")
+        for _ in range(400):
+            if publisher.published > unchanged:
+                break
+            await asyncio.sleep(0.05)
+        changed = publisher.published
+        db.cursor().execute("INSERT INTO consumer_offsets VALUES ('t', 1, 1)")
+        await asyncio.sleep(0.06)  # the next copy starts; stopping interrupts or awaits it
+        await publisher.stop()
+        return unchanged, changed
+
+    try:
+        unchanged, changed = asyncio.run(scenario())
+    finally:
+        db.close()  # nothing is still running on the connection
+    assert (unchanged, changed) == (1, 2)
+    with duckdb.connect(str(target), read_only=True) as snap:
+        assert snap.execute("SELECT count(*) FROM events").fetchone() == (600,)
+    assert not [p for p in scratch_paths(target) if p.exists()]

@@ -14,12 +14,16 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from pipeline.core.canonical import canonical_bytes, parse_json
+from pipeline.core.canonical import canonical_bytes
 from pipeline.core.epcis.event_hash import document_pre_hashes, hash_of
 from pipeline.core.epcis.validator import SchemaError, pointer, schema_errors
+from pipeline.core.strict_json import JSONRefused, Limits, decode
 from pipeline.errors import InvalidEvent
 
-MAX_DEPTH = 64  # an EPCIS event nests about eight levels; far deeper is an attack, not a document
+# An EPCIS event nests about eight levels and a document may list many EPCs; the HTTP body size
+# is bounded before decoding (PROVENANCE_EPCIS__MAX_BODY).
+EPCIS_LIMITS = Limits(max_bytes=64 * 1_048_576, max_depth=64, max_string=65_536, max_fields=1_000,
+                      max_array=1_000_000)
 
 
 class InvalidCapture(InvalidEvent):
@@ -61,51 +65,15 @@ class Capture:
     events: list[CapturedEvent] = field(default_factory=list)
     problems: dict[int, list[SchemaError]] = field(default_factory=dict)
     total: int = 0
+    document: dict[str, Any] | None = None  # the EPCISDocument as sent (None for a bare event)
 
 
-def nesting_depth(text: str, limit: int = MAX_DEPTH) -> int:
-    """How deep arrays and objects nest (stops counting past `limit`), strings skipped.
-
-    >>> nesting_depth('{"a": [[1], "]]]"]}')
-    3
-    """
-    depth = deepest = 0
-    in_string = escaped = False
-    for ch in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-        elif ch in "]}":
-            depth -= 1
-    return deepest
-
-
-def decode_body(raw: bytes) -> Any:
-    """UTF-8 JSON with bounded nesting, strictly (no NaN, no BOM); InvalidCapture otherwise."""
+def decode_body(raw: bytes, limits: Limits = EPCIS_LIMITS) -> Any:
+    """UTF-8 JSON through the strict bounded decoder (depth, size, duplicate keys, NaN, BOM, ...)."""
     try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise InvalidCapture(f"not UTF-8: byte {exc.start} ({raw[exc.start:exc.start + 1]!r})") from None
-    if text.startswith("\ufeff"):
-        raise InvalidCapture("not JSON: a byte order mark precedes the document")
-    if nesting_depth(text) > MAX_DEPTH:
-        raise InvalidCapture(f"not an EPCIS body: nested deeper than {MAX_DEPTH} levels")
-    try:
-        return parse_json(text).value
-    except InvalidEvent as exc:
-        raise InvalidCapture(exc.reason) from None
+        return decode(raw, limits).value
+    except JSONRefused as exc:
+        raise InvalidCapture(exc.reason, exc.errors, status=413 if exc.code == "too_large" else 400) from None
 
 
 def utc_event_time(text: str) -> str:
@@ -126,7 +94,7 @@ def read_capture(value: Any) -> Capture:
         if not isinstance(events, list):
             raise InvalidCapture("an EPCISDocument needs epcisBody.eventList", [e.to_dict() for e in errors])
         base: tuple[Any, ...] = ("epcisBody", "eventList")
-        capture = Capture("EPCISDocument", value.get("@context"), total=len(events))
+        capture = Capture("EPCISDocument", value.get("@context"), total=len(events), document=value)
     elif kind == "EPCISQueryDocument":
         raise InvalidCapture("an EPCISQueryDocument is a query result, not a capture: send an EPCISDocument")
     else:
@@ -164,17 +132,15 @@ def read_capture(value: Any) -> Capture:
 
 
 def _hashes(doc: dict[str, Any], events: list[Any]) -> list[str]:
-    """The CBV 2.0 hash of each event, read in the document ("" where the hash cannot be computed)."""
-    try:
-        return [hash_of(p) for p in document_pre_hashes({**doc, "epcisBody": {"eventList": events}})]
-    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-        out = []
-        for event in events:
-            try:
-                out.append(hash_of(document_pre_hashes({**doc, "epcisBody": {"eventList": [event]}})[0]))
-            except (ValueError, TypeError, KeyError, IndexError, AttributeError):
-                out.append("")
-        return out
+    """The CBV 2.0 hash of each event, each read in a one-event copy of its document (as the worker
+    reads it from `epcis-events`), "" where the hash cannot be computed."""
+    out = []
+    for event in events:
+        try:
+            out.append(hash_of(document_pre_hashes({**doc, "epcisBody": {"eventList": [event]}})[0]))
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+            out.append("")
+    return out
 
 
 def _as_document(event: dict[str, Any]) -> dict[str, Any]:

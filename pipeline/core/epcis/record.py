@@ -12,6 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import json
+
+from pipeline.core.epcis.digital_link import canonical_digital_link
 from pipeline.core.epcis.document import CapturedEvent, decode_body, read_capture
 from pipeline.core.epcis.view import shipment_view
 from pipeline.core.ledger import LeafFacts
@@ -57,3 +60,39 @@ def accept_epcis_record(raw: bytes) -> list[tuple[LeafFacts | Any, bytes]]:
         raise InvalidEvent(f"{len(capture.problems)} of {capture.total} EPCIS events do not conform to the "
                            f"schema: {errors[0]['field']}: {errors[0]['message']}", errors)
     return [(leaf_facts(c), c.leaf) for c in capture.events]
+
+
+def partition_key(event: dict[str, Any]) -> bytes:
+    """The Kafka key that keeps related events on one partition (so in one log, in order).
+
+    The parent (a pallet's SSCC, say) when there is one, else the first EPC of
+    any list, else the first quantity class, else the business location; GS1
+    keys in their canonical Digital Link form, so a URN and a Digital Link of
+    the same item share a partition. An errorDeclaration repeats its original's
+    fields, so it lands beside it.
+
+    >>> partition_key({"epcList": ["urn:epc:id:sgtin:0614141.107346.2017"]})
+    b'https://id.gs1.org/01/10614141073464/21/2017'
+    """
+    candidates: list[Any] = [event.get("parentID")]
+    for name in ("epcList", "childEPCs", "inputEPCList", "outputEPCList"):
+        candidates.extend(event.get(name) or [])
+    for name in ("quantityList", "childQuantityList", "inputQuantityList", "outputQuantityList"):
+        candidates.extend(q.get("epcClass") for q in event.get(name) or [] if isinstance(q, dict))
+    for name in ("bizLocation", "readPoint"):
+        where = event.get(name)
+        candidates.append(where.get("id") if isinstance(where, dict) else None)
+    for c in candidates:
+        if isinstance(c, str) and c:
+            return (canonical_digital_link(c) or c).encode()
+    return str(event.get("eventID") or event.get("eventTime") or "").encode()
+
+
+def event_record(document: dict[str, Any] | None, event: dict[str, Any]) -> bytes:
+    """The `epcis-events` value for one captured event: a one-event EPCISDocument keeping the
+    document's own fields (its @context above all), or the bare event as sent."""
+    if document is None:
+        return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+    one = {k: v for k, v in document.items() if k != "epcisBody"}
+    one["epcisBody"] = {"eventList": [event]}
+    return json.dumps(one, ensure_ascii=False, separators=(",", ":")).encode()
