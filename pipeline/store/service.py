@@ -118,7 +118,7 @@ class Store:
             except Exception as exc:  # a diagnostic: a failed look is retried, never fatal to the store
                 log.warning("cannot read consumer progress: %s", exc)
                 continue
-            if stalled and stalled != self.stalled:
+            if stalled and {r.split(":")[0] for r in stalled} != {r.split(":")[0] for r in self.stalled}:
                 log.error("degraded: %s", "; ".join(stalled))
             self.stalled = stalled
 

@@ -35,14 +35,14 @@ CRASHING_WORKER = """
 import sys
 from pipeline.worker import sequencer
 
-handle = sequencer.LedgerSequencer.handle
+handle = sequencer.LedgerSequencer.handle_partition
 
-async def crashing(self, records):
+async def crashing(self, p, records, *args, **kwargs):
     if any(r.value == b"CRASH" for r in records):
         raise RuntimeError("injected agent failure")
-    return await handle(self, records)
+    return await handle(self, p, records, *args, **kwargs)
 
-sequencer.LedgerSequencer.handle = crashing
+sequencer.LedgerSequencer.handle_partition = crashing
 from pipeline.cli import main
 sys.argv = ["provenance", "worker"]
 main()
