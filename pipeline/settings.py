@@ -94,7 +94,7 @@ class WorkerSettings(_Group):
     batch_size: int = Field(default=2_000, ge=1, description="records per poll at most")
     batch_within: float = Field(default=0.2, gt=0)
     web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
-    session_timeout: float = Field(default=3.0, ge=1.0, le=300.0,
+    session_timeout: float = Field(default=6.0, ge=1.0, le=300.0,
                                    description="seconds until a dead worker's partitions move")
     instance_id: str | None = Field(default=None, description="static group membership: a restart under the "
                                     "same id takes its partitions back at once")
