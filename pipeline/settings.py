@@ -126,7 +126,7 @@ class MetricsSettings(_Group):
 class SnapshotSettings(_Group):
     """The copy of the store's file that outside readers (Grafana, audit) open while the store runs."""
 
-    interval: float = Field(default=30.0, ge=0, description="seconds between snapshots; 0: none")
+    interval: float = Field(default=60.0, ge=0, description="seconds between one snapshot and the next; 0: none")
     path: Path | None = Field(default=None, description="defaults to <data_dir>/snapshot.duckdb")
 
 
