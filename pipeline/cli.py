@@ -129,7 +129,10 @@ def worker(loglevel: str) -> None:
     """The stream processors (faust), against PROVENANCE_KAFKA."""
     from pipeline.worker.app import run_worker
 
-    run_worker(load_settings(), loglevel)
+    try:
+        run_worker(load_settings(), loglevel)
+    except PipelineError as exc:
+        raise fail_on(exc) from None
 
 
 @main.command()
