@@ -145,7 +145,7 @@ class LaneDelayModel:
     """
 
     def __init__(self, window: int = 256, min_deliveries: int = 30, min_samples: int = 20, quantile: float = 0.99,
-                 silent_factor: float = 1.5, dwell_factor: float = 2.0, risk_quantile: float = 0.95) -> None:
+                 silent_factor: float = 1.7, dwell_factor: float = 1.8, risk_quantile: float = 0.95) -> None:
         self.window = window
         self.min_deliveries = min_deliveries
         self.min_samples = min_samples
