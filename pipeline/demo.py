@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -92,6 +93,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"
     logs.mkdir(exist_ok=True)
+    # A new in-memory broker starts a new ledger: forget the heights earlier runs delivered.
+    shutil.rmtree(data / "worker" / "commit-points", ignore_errors=True)
     cli = [sys.executable, "-m", "pipeline.cli"]
     broker = EmbeddedBroker(settings, log_file=logs / "broker.log")
     children: dict[str, Any] = {}
