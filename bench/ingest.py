@@ -1,13 +1,21 @@
-"""End-to-end ingest throughput against raw aiokafka consume, on the same embedded broker.
+"""End-to-end ingest figures, each against a peer measured in the same run on the same embedded broker.
 
-    python bench/ingest.py [--events 100000] [--partitions 4]
+    python bench/ingest.py [--events 200000] [--partitions 4] [--latency-rate 10000] [--latency-seconds 20]
+    python bench/ingest.py --long 10000000     # worker RSS over a long drain (minutes)
 
-1. Pre-loads N simulated events into `shipment-events` (kafka-python producer).
-2. Peer: a bare aiokafka consumer reads the same N records (no processing).
-3. Ours: workers (one consumer group) and the store as real processes drain that backlog; the rate is
-   measured from the first row in DuckDB to the last (process start-up is
-   reported apart), i.e. produced → validated → sealed → published → in DuckDB.
-Prints both rates and their ratio. Figures, not a test.
+Prints, all from one run:
+1. `provenance produce`'s own rate (kafka-python, the producer the CLI uses), pre-loading N events;
+2. raw aiokafka consume of those N records (the peer: no processing at all);
+3. a faust no-op agent on them (faust's own per-record ceiling);
+4. the sustained drain rate, first row queryable → last row queryable in DuckDB, for 1 and
+   for 2 workers (each on its own pre-loaded copy), with the CPU seconds each process spent
+   per event (less sensitive to a shared machine than rates) and the worker's RSS;
+5. the ratios between them;
+6. produce → queryable latency (p50/p99) at a steady rate: each record's Kafka timestamp
+   against its row's `recorded_at` in DuckDB (stamped when the store's write transaction
+   begins; the commit follows within that batch's write);
+7. after kill -9 of a worker under load, the time from its restart until new rows are queryable.
+Figures, not a test. On a shared machine quote the ratios and the CPU per event.
 """
 
 from __future__ import annotations
@@ -17,27 +25,51 @@ import asyncio
 import json
 import os
 import signal
+import statistics
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from pipeline.broker import EmbeddedBroker, free_port
+import orjson
+
+from pipeline.broker import EmbeddedBroker, create_topics, free_port
 from pipeline.core.simulator import Fleet
 from pipeline.procs import spawn, stop
 from pipeline.producer import produce_records
 from pipeline.settings import Settings
 
+_TICK = os.sysconf("SC_CLK_TCK")
 
-def preload(settings: Settings, n: int) -> float:
-    fleet = Fleet(3, datetime(2026, 1, 5, tzinfo=timezone.utc))
-    records = ((r.key, r.value) for r, _ in zip(fleet.records(), range(n)))
+
+def records(seed: int, n: int | None) -> Any:
+    fleet = Fleet(seed, datetime(2026, 1, 5, tzinfo=timezone.utc))
+    it = ((r.key, r.value) for r in fleet.records())
+    return it if n is None else (kv for kv, _ in zip(it, range(n)))
+
+
+def preload(settings: Settings, n: int, seed: int = 3) -> float:
+    batch = list(records(seed, n))  # generated first: the rate is the producer's, not the simulator's
     t = time.perf_counter()
-    report = produce_records(settings, records, rate=None, count=n, progress=False)
+    report = produce_records(settings, batch, rate=None, count=n, progress=False)
     assert report.sent == n, report
     return n / (time.perf_counter() - t)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
 
 
 async def raw_consume(settings: Settings, n: int) -> float:
@@ -61,16 +93,23 @@ async def raw_consume(settings: Settings, n: int) -> float:
         await c.stop()
 
 
+def child_env(settings: Settings, workdir: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENANCE_")}
+    env.update(PROVENANCE_KAFKA=settings.kafka, PROVENANCE_DATA_DIR=str(workdir),
+               PROVENANCE_STORE__PORT=str(settings.store.port), PROVENANCE_TOPICS__PREFIX=settings.topics.prefix,
+               PROVENANCE_TOPICS__PARTITIONS=str(settings.topics.partitions),
+               PROVENANCE_METRICS__WORKER_PORT="0")
+    return env
+
+
 def faust_noop(settings: Settings, n: int, workdir: Path) -> float:
     """The same records through a faust worker that does nothing but ack: the framework's ceiling."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENANCE_")}
-    env["PROVENANCE_KAFKA"] = settings.kafka
     out = workdir / "faust-noop.result"
     proc = spawn([sys.executable, str(Path(__file__).with_name("faust_noop.py")),
-                  settings.topics.name(settings.topics.events), "bench-faust-noop", str(n), str(out)], env,
-                 workdir / "faust-noop.log")
+                  settings.topics.name(settings.topics.events), "bench-faust-noop", str(n), str(out)],
+                 child_env(settings, workdir), workdir / "faust-noop.log")
     try:
-        deadline = time.perf_counter() + 600
+        deadline = time.perf_counter() + 900
         while time.perf_counter() < deadline:
             time.sleep(0.5)
             for line in (out.read_text().splitlines() if out.exists() else []):
@@ -88,59 +127,231 @@ def rows(url: str) -> int:
     return int(t["events"] + t["dead_letters"])
 
 
-def pipeline_rate(settings: Settings, n: int, workdir: Path, workers: int) -> tuple[float, float]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENANCE_")}
-    env.update(PROVENANCE_KAFKA=settings.kafka, PROVENANCE_DATA_DIR=str(workdir),
-               PROVENANCE_STORE__PORT=str(settings.store.port))
-    cli = [sys.executable, "-m", "pipeline.cli"]
-    t0 = time.perf_counter()
-    worker_procs = [spawn([*cli, "worker"], env, workdir / f"worker-{i}.log") for i in range(workers)]
-    store = spawn([*cli, "serve"], env, workdir / "store.log")
-    url = f"http://127.0.0.1:{settings.store.port}"
-    try:
+class Pipeline:
+    """Workers and a store as real processes, on one topic prefix and data folder."""
+
+    def __init__(self, settings: Settings, workdir: Path, workers: int) -> None:
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.settings, self.workdir, self.n_workers = settings, workdir, workers
+        self.env = child_env(settings, workdir)
+        self.url = f"http://127.0.0.1:{settings.store.port}"
+        self.workers: list[Any] = []
+        self.store: Any = None
+        self.rss: list[float] = []
+        self.cpu0: dict[str, float] = {}
+
+    def start_worker(self, i: int) -> Any:
+        env = dict(self.env, PROVENANCE_WORKER__INSTANCE_ID=f"bench-worker-{i}")
+        return spawn([sys.executable, "-m", "pipeline.cli", "worker"], env, self.workdir / f"worker-{i}.log")
+
+    def start(self) -> None:
+        self.workers = [self.start_worker(i) for i in range(self.n_workers)]
+        self.store = spawn([sys.executable, "-m", "pipeline.cli", "serve"], self.env, self.workdir / "store.log")
+
+    def cpu(self) -> dict[str, float]:
+        out = {f"worker-{i}": cpu_seconds(w.pid) for i, w in enumerate(self.workers) if w.poll() is None}
+        if self.store is not None and self.store.poll() is None:
+            out["store"] = cpu_seconds(self.store.pid)
+        return out
+
+    def drain(self, n: int, timeout: float = 900) -> tuple[float, float, dict[str, float]]:
+        """Until n rows are queryable: (rate first → last row, start-up seconds, CPU s/event per process)."""
+        t0 = time.perf_counter()
         first = None
         first_rows = 0
+        cpu_at_first: dict[str, float] = {}
+        last_rss = 0.0
         while True:
-            time.sleep(0.2)
+            time.sleep(0.25)
             try:
-                count = rows(url)
+                count = rows(self.url)
             except OSError:
                 continue
             now = time.perf_counter()
             if first is None and count > 0:
-                first, first_rows = now, count
+                first, first_rows, cpu_at_first = now, count, self.cpu()
+            if now - last_rss > 2 and self.workers:
+                self.rss.append(rss_mib(self.workers[0].pid))
+                last_rss = now
             if count >= n:
                 assert first is not None
-                return (count - first_rows) / max(now - first, 1e-9), first - t0
-            if now - t0 > 600:
-                raise SystemExit(f"pipeline stalled at {count} of {n}; see {workdir}")
-    finally:
-        for w in worker_procs:
+                cpu = self.cpu()
+                per_event = {k: (cpu[k] - cpu_at_first.get(k, 0.0)) / max(count - first_rows, 1)
+                             for k in cpu}
+                return (count - first_rows) / max(now - first, 1e-9), first - t0, per_event
+            if now - t0 > timeout:
+                raise SystemExit(f"pipeline stalled at {count} of {n}; see {self.workdir}")
+
+    def stop(self) -> None:
+        for w in self.workers:
             stop(w, signal.SIGTERM, 20)
-        stop(store, signal.SIGTERM, 20)
+        stop(self.store, signal.SIGTERM, 30)
+
+
+def prefixed(base: Settings, prefix: str) -> Settings:
+    s = base.with_overrides(topics={**base.topics.model_dump(), "prefix": prefix}, store__port=free_port())
+    create_topics(s)
+    return s
+
+
+def drain_run(base: Settings, n: int, workdir: Path, workers: int) -> dict[str, Any]:
+    settings = prefixed(base, f"drain{workers}.")
+    produced = preload(settings, n)
+    p = Pipeline(settings, workdir / f"drain-{workers}", workers)
+    p.start()
+    try:
+        rate, startup, per_event = p.drain(n)
+    finally:
+        p.stop()
+    return {"produced": produced, "rate": rate, "startup": startup, "cpu": per_event, "rss": p.rss,
+            "settings": settings}
+
+
+def latency_run(base: Settings, rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
+    """Steady production at `rate` into a running pipeline; then kill -9 the worker and time its restart."""
+    import duckdb
+
+    settings = prefixed(base, "latency.")
+    p = Pipeline(settings, workdir / "latency", 1)
+    p.start()
+    out: dict[str, Any] = {}
+    steady_ids: set[str] = set()
+    try:
+        # warm: the pipeline seals a first trickle before the measured load starts
+        produce_records(settings, records(11, 2000), rate=2000, count=2000, progress=False)
+        p.drain(2000, timeout=300)
+        n = int(rate * seconds)
+        steady = list(records(12, n))
+        steady_ids = {orjson.loads(v)["event_id"] for _, v in steady}
+        report = produce_records(settings, steady, rate=rate, count=n, progress=False)
+        out["achieved_rate"] = report.rate
+        p.drain(2000 + n, timeout=600)
+
+        # restart after kill -9, under a steady 2 k/s load
+        stopping = threading.Event()
+
+        def trickle() -> None:
+            while not stopping.is_set():
+                produce_records(settings, records(13 + int(time.time()), 2000), rate=2000, count=2000,
+                                progress=False)
+
+        thread = threading.Thread(target=trickle, daemon=True)
+        thread.start()
+        time.sleep(3)
+        os.kill(p.workers[0].pid, signal.SIGKILL)
+        p.workers[0].wait()
+        time.sleep(1)
+        before = rows(p.url)
+        t = time.perf_counter()
+        p.workers[0] = p.start_worker(0)
+        while rows(p.url) <= before:
+            time.sleep(0.1)
+            if time.perf_counter() - t > 120:
+                break
+        out["restart"] = time.perf_counter() - t
+        stopping.set()
+        thread.join(30)
+    finally:
+        p.stop()
+    con = duckdb.connect(str(p.workdir / "provenance.duckdb"), read_only=True)
+    try:
+        recorded = dict(con.execute("SELECT event_id, epoch_ms(recorded_at) FROM events").fetchall())
+    finally:
+        con.close()
+    produced = asyncio.run(produce_times(settings))
+    # only the steady phase: after the warm-up, before the kill
+    out["latency"] = sorted((recorded[e] - ts) / 1000 for e, ts in produced.items() if e in recorded and e in steady_ids)
+    return out
+
+
+async def produce_times(settings: Settings) -> dict[str, int]:
+    """event_id → Kafka timestamp (ms) of every record of the events topic."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    topic = settings.topics.name(settings.topics.events)
+    c = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False)
+    await c.start()
+    out: dict[str, int] = {}
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        idle = 0
+        while idle < 3:
+            batch = await c.getmany(timeout_ms=500, max_records=20000)
+            idle = 0 if batch else idle + 1
+            for msgs in batch.values():
+                for m in msgs:
+                    out[orjson.loads(m.value)["event_id"]] = m.timestamp
+        return out
+    finally:
+        await c.stop()
+
+
+def pct(values: list[float], q: float) -> float:
+    return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--events", type=int, default=100_000)
+    ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--partitions", type=int, default=4)
-    ap.add_argument("--workers", type=int, default=2, help="worker processes in the consumer group")
+    ap.add_argument("--latency-rate", type=float, default=10_000)
+    ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--long", type=int, default=0, help="only drain this many events with one worker, sampling RSS")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
         base = Settings(topics={"partitions": args.partitions})
         with EmbeddedBroker(base) as broker:
-            settings = base.with_overrides(kafka=broker.bootstrap, store__port=free_port())
-            produced = preload(settings, args.events)
-            raw = asyncio.run(raw_consume(settings, args.events))
-            noop = faust_noop(settings, args.events, Path(tmp))
-            ours, startup = pipeline_rate(settings, args.events, Path(tmp), args.workers)
-    print(f"events:                       {args.events:,} on {args.partitions} partitions, {args.workers} worker(s)")
-    print(f"producer (kafka-python):      {produced:,.0f} events/s")
-    print(f"raw aiokafka consume (peer):  {raw:,.0f} records/s")
-    print(f"faust no-op agent (1 worker): {noop:,.0f} records/s  (framework ceiling, nothing done per record)")
-    print(f"end to end, into DuckDB:      {ours:,.0f} events/s  (start-up {startup:.1f} s not counted)")
-    print(f"ratio ours / raw consume:     {ours / raw:.3f}")
-    print(f"ratio ours / faust no-op:     {ours / noop:.3f}")
+            base = base.with_overrides(kafka=broker.bootstrap)
+            if args.long:
+                long_run(base, args.long, work)
+                return
+            one = drain_run(base, args.events, work, 1)
+            raw = asyncio.run(raw_consume(one["settings"], args.events))
+            noop = faust_noop(one["settings"], args.events, work)
+            two = drain_run(base, args.events, work, 2)
+            lat = latency_run(base, args.latency_rate, args.latency_seconds, work)
+    ours = one["rate"]
+    print(f"events: {args.events:,} on {args.partitions} partitions; machine: {os.cpu_count()} cores, shared "
+          f"(load average {os.getloadavg()[0]:.1f} at the end)")
+    print(f"provenance produce (kafka-python):  {statistics.median([one['produced'], two['produced']]):>9,.0f} msg/s"
+          f"  (runs: {one['produced']:,.0f}, {two['produced']:,.0f})")
+    print(f"raw aiokafka consume (peer):        {raw:>9,.0f} records/s")
+    print(f"faust no-op agent (peer):           {noop:>9,.0f} records/s")
+    for name, run in (("1 worker", one), ("2 workers", two)):
+        cpu = ", ".join(f"{k} {v * 1e6:.1f}" for k, v in sorted(run["cpu"].items()))
+        print(f"drain, {name:9s} → DuckDB:       {run['rate']:>9,.0f} events/s  (start-up {run['startup']:.1f} s; "
+              f"CPU µs/event: {cpu})")
+    print(f"ratio 1 worker / raw consume:       {ours / raw:9.3f}")
+    print(f"ratio 1 worker / faust no-op:       {ours / noop:9.3f}")
+    print(f"ratio 2 workers / 1 worker:         {two['rate'] / ours:9.3f}")
+    print(f"ratio produce / 1-worker drain:     {one['produced'] / ours:9.3f}")
+    rss = one["rss"]
+    if rss:
+        print(f"worker RSS during the drain (MiB):  first {rss[0]:.0f}, median {statistics.median(rss):.0f}, "
+              f"last {rss[-1]:.0f}, max {max(rss):.0f} ({len(rss)} samples)")
+    lats = lat["latency"]
+    print(f"produce → queryable at {lat['achieved_rate']:,.0f} events/s (asked {args.latency_rate:,.0f}): "
+          f"p50 {pct(lats, 0.5):.3f} s, p99 {pct(lats, 0.99):.3f} s, max {max(lats):.3f} s ({len(lats):,} events)")
+    print(f"kill -9 → restarted worker's first new rows queryable: {lat['restart']:.1f} s (static membership)")
+
+
+def long_run(base: Settings, n: int, work: Path) -> None:
+    settings = prefixed(base, "long.")
+    step = 1_000_000
+    p = Pipeline(settings, work / "long", 1)
+    p.start()
+    try:
+        for done in range(0, n, step):
+            preload(settings, min(step, n - done), seed=100 + done // step)
+            rate, _, cpu = p.drain(min(done + step, n), timeout=3600)
+            print(f"{min(done + step, n):>11,} events: drain {rate:,.0f}/s, worker RSS {rss_mib(p.workers[0].pid):.0f}"
+                  f" MiB, CPU µs/event " + ", ".join(f"{k} {v * 1e6:.1f}" for k, v in sorted(cpu.items())),
+                  flush=True)
+    finally:
+        p.stop()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.errors import BrokerError
+from pipeline.errors import BrokerError, ConfigError
 from pipeline.procs import spawn, stop
 from pipeline.settings import Settings
 
@@ -134,6 +134,32 @@ def create_topics(settings: Settings, bootstrap: str | None = None) -> list[str]
         raise BrokerError(f"could not create topics on {bootstrap or settings.kafka}: {exc}") from exc
     finally:
         admin.close()
+
+
+def check_ledger_partitions(settings: Settings, bootstrap: str | None = None) -> None:
+    """Refuse to start on ledger topics with too few partitions: every log needs one of its own.
+
+    Topics created before `epcis-events` was sequenced have P partitions, not 2P;
+    the worker would fail publishing the first EPCIS block instead of saying why.
+    """
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    topics = settings.topics
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=bootstrap or settings.kafka, client_id="provenance-probe")
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap or settings.kafka}: {exc}") from None
+    try:
+        for name in (topics.name(topics.entries), topics.name(topics.blocks)):
+            found = len(consumer.partitions_for_topic(name) or ())
+            if found and found < topics.ledger_partitions:
+                raise ConfigError(
+                    f"{name} has {found} partitions; the ledger needs {topics.ledger_partitions} (one per log of "
+                    f"{', '.join(topics.sequenced())}): add partitions, e.g. kafka-topics.sh --alter --topic {name} "
+                    f"--partitions {topics.ledger_partitions}")
+    finally:
+        consumer.close()
 
 
 @contextlib.contextmanager

@@ -129,7 +129,10 @@ def worker(loglevel: str) -> None:
     """The stream processors (faust), against PROVENANCE_KAFKA."""
     from pipeline.worker.app import run_worker
 
-    run_worker(load_settings(), loglevel)
+    try:
+        run_worker(load_settings(), loglevel)
+    except PipelineError as exc:
+        raise fail_on(exc) from None
 
 
 @main.command()
@@ -153,8 +156,9 @@ def serve(port: int | None, host: str | None) -> None:
 @click.option("--seed", type=int, default=7, show_default=True, help="Simulator seed.")
 @click.option("--malformed", type=click.FloatRange(0, 1), help="Share of malformed simulated lines (default from settings).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--anomalies", is_flag=True, help="Simulate with injected delay anomalies (late, silent, dwell, sequence).")
 def produce(file_: Path | None, simulate: bool, rate: float | None, count: int | None, seed: int,
-            malformed: float | None, quiet: bool) -> None:
+            malformed: float | None, quiet: bool, anomalies: bool) -> None:
     """Send events to Kafka, from a JSONL file (ShipmentEvents, or EPCIS: a document or NDJSON events) or the
     simulator."""
     from pipeline import producer
@@ -166,7 +170,7 @@ def produce(file_: Path | None, simulate: bool, rate: float | None, count: int |
     epcis = None
     try:
         if simulate:
-            records = producer.records_from_simulator(seed, settings.producer.malformed_share)
+            records = producer.records_from_simulator(seed, settings.producer.malformed_share, anomalies=anomalies)
         else:
             assert file_ is not None
             epcis = epcis_records(file_)  # an EPCIS document or NDJSON of EPCIS events goes to epcis-events

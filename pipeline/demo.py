@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -92,6 +93,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"
     logs.mkdir(exist_ok=True)
+    # A new in-memory broker starts a new ledger: forget the heights earlier runs delivered.
+    shutil.rmtree(data / "worker" / "commit-points", ignore_errors=True)
     cli = [sys.executable, "-m", "pipeline.cli"]
     broker = EmbeddedBroker(settings, log_file=logs / "broker.log")
     children: dict[str, Any] = {}
@@ -114,7 +117,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
             "PROVENANCE_METRICS__ANALYTICS_PORT": str(exporters["analytics"])}, logs / "analytics.log")
         url = _wait_for_store(settings, children["store"], logs / "store.log")
         producer_env = dict(env, PROVENANCE_PRODUCER__MALFORMED_SHARE=str(max(settings.producer.malformed_share, 0.01)))
-        children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet"],
+        children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet",
+                                      "--anomalies"],
                                      producer_env, logs / "producer.log")
         with urllib.request.urlopen(f"{url}/checkpoints/key", timeout=5) as resp:
             key = resp.read().decode().strip()

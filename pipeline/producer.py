@@ -253,9 +253,15 @@ def records_from_simulator(
     malformed_share: float = 0.0,
     start: datetime | None = None,
     tick: timedelta = timedelta(seconds=30),
+    anomalies: bool = False,
 ) -> Iterator[KeyValue]:
     """The fleet simulator's endless stream; `start` defaults to now, to the minute."""
     if start is None:
         start = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-    fleet = Fleet(seed, start, tick=tick, malformed_share=malformed_share)
+    if anomalies:  # labelled delay anomalies injected (the labels stay in the simulator)
+        from pipeline.core.anomaly_injection import LabelledFleet
+
+        fleet: Fleet = LabelledFleet(seed, start, tick=tick, malformed_share=malformed_share)
+    else:
+        fleet = Fleet(seed, start, tick=tick, malformed_share=malformed_share)
     return ((key, value) for key, value, _ in fleet.records())

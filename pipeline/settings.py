@@ -91,9 +91,14 @@ class StoreSettings(_Group):
 
 class WorkerSettings(_Group):
     group_id: str = "provenance-worker"
-    batch_size: int = Field(default=2_000, ge=1)
+    batch_size: int = Field(default=2_000, ge=1, description="records per poll at most")
     batch_within: float = Field(default=0.2, gt=0)
     web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
+    session_timeout: float = Field(default=3.0, ge=1.0, le=300.0,
+                                   description="seconds until a dead worker's partitions move")
+    instance_id: str | None = Field(default=None, description="static group membership: a restart under the "
+                                    "same id takes its partitions back at once")
+    commit_interval: float = Field(default=0.25, gt=0, description="seconds between offset commits")
 
 
 class AnalyticsSettings(_Group):

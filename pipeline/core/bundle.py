@@ -236,5 +236,6 @@ def verify_bundle(bundle: Any, verifier: Verifier, witnesses: Iterable[Verifier]
             except InvalidProof as exc:
                 raise StepFailed("witness cosignature", str(exc)) from None
             names.append(w.name)
-    event_id = event.get("event_id", event.get("eventID", "?"))  # a ShipmentEvent's, or an EPCIS eventID
+    # A ShipmentEvent's id or an EPCIS eventID; an EPCIS event without one is named by its leaf.
+    event_id = event.get("event_id", event.get("eventID")) or f"(no eventID, leaf {computed_leaf.hex()[:16]})"
     return Verified(str(event_id), log_id, index, block.height, size, cp.sequence, tuple(names))

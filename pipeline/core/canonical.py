@@ -4,9 +4,10 @@ Any JCS implementation in any language gives the same bytes for the same JSON
 value, which is what lets an auditor recompute a leaf hash without our code.
 
 `rfc8785` is the reference; it is pure Python and costs ~25 µs an event. For
-the common case the standard library's `json.dumps` (sorted keys, no spaces,
-raw UTF-8) writes the very same bytes, and `parse_json` notes while parsing
-whether the value is in that case: no float whose shortest repr differs from
+the common case `orjson.dumps` with sorted keys (the same bytes as the standard
+library's `json.dumps` with sorted keys, no spaces and raw UTF-8) writes the very
+same bytes, and `parse_json` notes while parsing whether the value is in that
+case: no float whose shortest repr differs from
 ECMAScript's (exponents, integral floats like `5.0`, `-0.0`), no integer beyond
 2^53, no character outside the BMP (JCS sorts keys by UTF-16 code units).
 Golden tests check the fast path against the reference on random values.
@@ -19,6 +20,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import rfc8785
 
 from pipeline.errors import InvalidEvent
@@ -55,7 +57,7 @@ def _is_simple(value: Any) -> bool:
             push(v)
         elif t is float:
             r = repr(v)
-            if "e" in r or r.endswith(".0"):
+            if "e" in r or r.endswith(".0") or r[-1] in "fn":  # exponents, integral, inf and nan
                 return False
         elif t is int and (v > _MAX_SAFE_INT or v < -_MAX_SAFE_INT):
             return False
@@ -109,9 +111,12 @@ def canonical_bytes(value: Any, simple: bool = False) -> bytes:
     """
     if simple:
         try:
+            out = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+            if b"null" not in out:  # orjson writes NaN and infinities as null: check those the slow way
+                return out
             return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                               allow_nan=False).encode("utf-8")
-        except (UnicodeEncodeError, ValueError):
+        except (orjson.JSONEncodeError, TypeError, UnicodeEncodeError, ValueError):
             pass  # lone surrogates and the like: let the reference decide
     try:
         return rfc8785.dumps(_as_doubles(value))

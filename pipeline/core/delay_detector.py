@@ -212,24 +212,20 @@ class DelayDetector:
     def judge(self, ship: _Ship) -> None:
         w = self.watermark
         terminal = ship.terminal()
-        verdicts = {
-            "late": self.late(ship, terminal, w),
-            "silent": self.silent(ship, terminal, w),
-            "dwell": self.dwell(ship, terminal, w),
-            "sequence": self.sequence(ship, w),
-        }
-        for kind, verdict in verdicts.items():
+        judges = (("late", self.late), ("silent", self.silent), ("dwell", self.dwell))
+        for kind, judge_kind in judges:
             # A row stands until a new event of its shipment says otherwise: a model that has
             # learned more since does not take back what it raised.
-            if self.row_version.get((ship.id, kind)) == ship.version:
-                continue
-            self.put(ship, kind, verdict, withdrawable=kind != "sequence")
+            if self.row_version.get((ship.id, kind)) != ship.version:
+                self.put(ship, kind, judge_kind(ship, terminal, w), withdrawable=True)
+        if ship.inverted() and self.row_version.get((ship.id, "sequence")) != ship.version:
+            self.put(ship, "sequence", self.sequence(ship, w), withdrawable=False)
         self.put(ship, "at_risk", self.at_risk(ship, terminal, w), withdrawable=False)
         delivered = ship.first("delivered")
         if delivered is not None and not ship.learned and delivered.time <= w:
             ship.learned = True
-            if not any((ship.id, k) in self.rows and self.rows[(ship.id, k)].status != "withdrawn"
-                       for k in ("sequence",)):
+            order = self.rows.get((ship.id, "sequence"))
+            if order is None or order.status == "withdrawn":  # a trip in an impossible order teaches nothing
                 self.model.learn_one(self.trip(ship))
         self.schedule(ship, terminal, w)
 

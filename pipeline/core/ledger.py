@@ -131,6 +131,11 @@ class PartitionLog:
                 self.next_offset = block.last_offset + 1
 
     @property
+    def size(self) -> int:
+        """Leaves in the log, pending ones included."""
+        return self.tree.size + len(self.pending)
+
+    @property
     def sealed_through(self) -> int:
         """The highest Kafka offset inside a sealed block, or -1."""
         return -1 if self.last_block is None else self.last_block.last_offset
@@ -150,23 +155,19 @@ class PartitionLog:
         return True
 
     def append(self, offset: int, event: ShipmentEvent | LeafFacts, payload: bytes) -> Entry:
-        """Add one accepted event as the next leaf (call `admit` first; one record may add several)."""
+        """Add one accepted event as the next leaf (call `admit` first; one record may add several).
+
+        The leaf joins the tree when the block is sealed, all of a block's leaves at
+        once (`CompactRange.extend` hashes them level by level).
+        """
         h = leaf_hash(payload)
+        index = self.size
         if isinstance(event, LeafFacts):
             entry = Entry(event.event_id, event.shipment_id, event.event_type, event.event_time,
-                          self.tree.size, h, offset, payload, event.extra)
+                          index, h, offset, payload, event.extra)
         else:
-            entry = Entry(
-                event_id=event.event_id,
-                shipment_id=event.shipment_id,
-                event_type=event.event_type.value,
-                event_time=utc_text(event),
-                leaf_index=self.tree.size,
-                leaf_hash=h,
-                offset=offset,
-                payload=payload,
-            )
-        self.tree.append(h)
+            entry = Entry(event.event_id, event.shipment_id, event.event_type.value, utc_text(event),
+                          index, h, offset, payload)
         self.pending.append(entry)
         return entry
 
@@ -179,6 +180,7 @@ class PartitionLog:
         if not self.pending:
             return None
         entries, self.pending = self.pending, []
+        self.tree.extend([e.leaf_hash for e in entries])
         times = sorted((e.event_time for e in entries), key=_instant)
         header = seal_block(
             self.log_id,

@@ -14,6 +14,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 from pipeline.core.blocks import BlockHeader
 from pipeline.core.ledger import Entry, SealedBlock
 from pipeline.errors import InvalidChallenge, InvalidEvent
@@ -71,20 +73,17 @@ def encode_entries(log_id: str, entries: list[Entry], bundle_size: int) -> list[
     """`ledger.entries` values: the entries in bundles, leaf order kept."""
     out = []
     for i in range(0, len(entries), bundle_size):
-        chunk = entries[i : i + bundle_size]
-        out.append(
-            json.dumps(
-                {"log_id": log_id, "entries": [entry_record(log_id, e) for e in chunk]},
-                separators=(",", ":"),
-                ensure_ascii=False,
-            ).encode()
-        )
+        body = {"log_id": log_id, "entries": [entry_record(log_id, e) for e in entries[i : i + bundle_size]]}
+        try:
+            out.append(orjson.dumps(body))  # the same bytes as json.dumps compact, several times faster
+        except TypeError:
+            out.append(json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
     return out
 
 
 def decode_entries(value: bytes) -> list[dict[str, Any]]:
     try:
-        body = json.loads(value)
+        body = orjson.loads(value)
         entries = body["entries"]
         if not isinstance(entries, list):
             raise TypeError("entries is not a list")

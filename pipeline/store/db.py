@@ -97,7 +97,8 @@ class Database:
         self.con.execute("SET lock_configuration = true")
 
     def close(self) -> None:
-        self.con.close()
+        with self._write_lock:  # a write still running in its thread (the ingest was cancelled) ends first
+            self.con.close()
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         return self.con.cursor()
@@ -149,10 +150,14 @@ class Database:
                     cur.register("staged_tiles", tiles)
                     cur.execute("INSERT OR REPLACE INTO merkle_tiles SELECT * FROM staged_tiles")
                 if batch.offsets:
-                    cur.executemany(
-                        "INSERT OR REPLACE INTO consumer_offsets VALUES (?, ?, ?)",
-                        [(t, p, o) for (t, p), o in batch.offsets.items()],
-                    )
+                    # One statement: executemany runs one INSERT per row, which cost more than the rows.
+                    cur.register("staged_offsets", pa.table({
+                        "topic": [t for t, _ in batch.offsets],
+                        "partition": pa.array([p for _, p in batch.offsets], pa.int32()),
+                        "next_offset": pa.array(list(batch.offsets.values()), pa.int64()),
+                    }))
+                    cur.execute("INSERT OR REPLACE INTO consumer_offsets SELECT * FROM staged_offsets")
+                    cur.unregister("staged_offsets")
                 cur.execute("COMMIT")
             except BaseException:
                 cur.execute("ROLLBACK")

@@ -20,5 +20,7 @@ def refresh_store_gauges(db: Database, status: dict[str, Any]) -> None:
         metrics.CHECKPOINT_AGE.set(max(0.0, (datetime.now(timezone.utc) - created_at).total_seconds()))
     has_anomalies = db.fetch("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'anomalies'")[0][0]
     if has_anomalies:
-        for kind, status_, n in db.fetch("SELECT kind, status, count(*) FROM anomalies GROUP BY ALL"):
+        rows = db.fetch("SELECT kind, status, count(*) FROM anomalies GROUP BY ALL")
+        metrics.ANOMALIES_STORED.clear()  # a (kind, status) no row has any more is gone, not stale
+        for kind, status_, n in rows:
             metrics.ANOMALIES_STORED.labels(str(kind), str(status_)).set(n)

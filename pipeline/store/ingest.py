@@ -102,31 +102,57 @@ class Ingestor:
             self.consumer = None
 
     async def run(self) -> None:
-        """Poll, decode, write; until stopped."""
+        """Poll, decode, write; until stopped.
+
+        DuckDB writes in a thread while the next polls gather: a batch holds
+        whatever arrived during the previous write (up to `batch_rows` records),
+        so batches grow with the load and each transaction's cost is shared by
+        more rows, without waiting for a batch to fill when the load is light.
+        """
         assert self.consumer is not None
         rows = self.settings.store.batch_rows
         timeout_ms = int(self.settings.store.flush_interval * 1000)
+        writing: asyncio.Future[IngestResult] | None = None
+        written: IngestBatch | None = None
+        gathered: dict[TopicPartition, list[Any]] = {}
+        count = 0
         while not self._stopping.is_set():
             try:
-                polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=rows)
+                polled = await self.consumer.getmany(timeout_ms=20 if writing else timeout_ms,
+                                                     max_records=max(1, rows - count))
             except KafkaError as exc:
                 log.warning("store poll failed, retrying: %s", exc)
                 await asyncio.sleep(1)
                 continue
-            if not polled:
+            for tp, messages in polled.items():
+                gathered.setdefault(tp, []).extend(messages)
+                count += len(messages)
+            if writing is not None:
+                if not writing.done() and count < rows:
+                    continue
+                assert written is not None
+                self._written(written, await writing)
+                writing = written = None
+            if not gathered:
                 continue
-            batch = self.decode(polled)
+            batch = self.decode(gathered)
+            gathered, count = {}, 0
             for pre in self.preprocessors:
                 pre(batch)
-            result = await asyncio.to_thread(self.db.ingest, batch)
-            self.committed.update(batch.offsets)
-            self.stats.polls += 1
-            self.stats.add(result)
-            metrics.store_committed(asdict(result), self.produced)
-            if result.conflicts:
-                log.error("FORK: %d block(s) conflict with recorded blocks at the same height", result.conflicts)
-            for listener in self.listeners:
-                listener(batch)
+            writing, written = asyncio.ensure_future(asyncio.to_thread(self.db.ingest, batch)), batch
+        if writing is not None and written is not None:
+            self._written(written, await writing)
+
+    def _written(self, batch: IngestBatch, result: IngestResult) -> None:
+        """After a batch's transaction committed."""
+        self.committed.update(batch.offsets)
+        self.stats.polls += 1
+        self.stats.add(result)
+        metrics.store_committed(asdict(result), self.produced)
+        if result.conflicts:
+            log.error("FORK: %d block(s) conflict with recorded blocks at the same height", result.conflicts)
+        for listener in self.listeners:
+            listener(batch)
 
     def decode(self, polled: dict[TopicPartition, list[Any]]) -> IngestBatch:
         batch = IngestBatch()

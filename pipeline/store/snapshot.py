@@ -22,6 +22,8 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+import duckdb
+
 from pipeline.errors import PipelineError, StoreError
 from pipeline.settings import Settings
 from pipeline.store.db import Database
@@ -37,14 +39,17 @@ def scratch_paths(target: Path) -> list[Path]:
     return [tmp, *(tmp.with_name(tmp.name + suffix) for suffix in (".wal", ".wal.checkpoint", ".tmp"))]
 
 
-def publish_snapshot(db: Database, target: Path) -> float:
-    """Copy the database to `target` atomically, readable by DuckDB 1.5; returns seconds taken."""
+def publish_snapshot(db: Database, target: Path, cur: duckdb.DuckDBPyConnection | None = None) -> float:
+    """Copy the database to `target` atomically, readable by DuckDB 1.5; returns seconds taken.
+
+    `cur`: the cursor to copy with (closed afterwards), so a caller can interrupt the copy.
+    """
     started = time.monotonic()
     tmp, *scratch = scratch_paths(target)
     for path in (tmp, *scratch):
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
-    cur = db.cursor()
+    cur = cur or db.cursor()
     try:
         source = cur.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
         cur.execute(f"ATTACH '{_sql_text(tmp)}' AS provenance_snapshot (STORAGE_VERSION '{STORAGE_VERSION}')")
@@ -69,13 +74,21 @@ def _sql_text(path: Path) -> str:
 
 
 class SnapshotPublisher:
-    """Publishes the snapshot when the store starts and then every `snapshot.interval` seconds."""
+    """Publishes the snapshot when the store starts and then every `snapshot.interval` seconds.
+
+    A round is skipped when nothing was written since the last snapshot (the
+    store's consumer offsets and latest checkpoint are unchanged). Stopping
+    interrupts a copy in progress, so the store can close its database.
+    """
 
     def __init__(self, settings: Settings, db: Database) -> None:
         self.target = settings.snapshot_path
         self.interval = settings.snapshot.interval
         self.db = db
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        self._cursor: duckdb.DuckDBPyConnection | None = None
+        self._published_state: tuple[object, ...] | None = None
         self.published = 0
 
     async def start(self) -> None:
@@ -83,21 +96,43 @@ class SnapshotPublisher:
             self.target.parent.mkdir(parents=True, exist_ok=True)
             self._task = asyncio.create_task(self.run())
 
+    def _state(self) -> tuple[object, ...]:
+        return tuple(self.db.fetch("SELECT (SELECT sum(next_offset) FROM consumer_offsets),"
+                                   " (SELECT max(sequence) FROM checkpoints)")[0])
+
+    def _publish_if_changed(self) -> float | None:
+        state = self._state()
+        if state == self._published_state and self.target.exists():
+            return None
+        self._cursor = self.db.cursor()
+        try:
+            took = publish_snapshot(self.db, self.target, self._cursor)
+        finally:
+            self._cursor = None
+        self._published_state = state
+        return took
+
     async def run(self) -> None:
-        while True:
+        while not self._stopping.is_set():
             try:
-                took = await asyncio.to_thread(publish_snapshot, self.db, self.target)
-                self.published += 1
-                log.info("snapshot %s published in %.2fs", self.target, took)
+                took = await asyncio.to_thread(self._publish_if_changed)
+                if took is not None:
+                    self.published += 1
+                    log.info("snapshot %s published in %.2fs", self.target, took)
             except StoreError:
-                log.exception("snapshot not published; the previous one stays")
-            await asyncio.sleep(self.interval)
+                if not self._stopping.is_set():
+                    log.exception("snapshot not published; the previous one stays")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
 
     async def stop(self) -> None:
+        self._stopping.set()
+        cursor = self._cursor
+        if cursor is not None:
+            with contextlib.suppress(duckdb.Error):
+                cursor.interrupt()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task
 
 
 def open_for_reading(settings: Settings, db: Path | None, writable: Sequence[Path] = ()) -> Database:

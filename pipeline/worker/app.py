@@ -1,6 +1,8 @@
-"""The faust app: agents are thin loops that hand batches to the ledger sequencer.
+"""The faust app: each poll of a sequenced topic goes straight to that topic's ledger sequencer.
 
-`provenance worker` runs it. Delivery is at-least-once with idempotent writes
+`provenance worker` runs it. Sequenced topics take the batch path of
+`pipeline.worker.transport` (no per-record stream, no faust acks); each
+sequencer commits its consumer offsets once its blocks are delivered. Delivery is at-least-once with idempotent writes
 downstream; faust's exactly-once mode is not used (see docs/design.md).
 """
 
@@ -9,47 +11,25 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import fatal, metrics
+from pipeline.broker import check_ledger_partitions
 from pipeline.core import wire
 from pipeline.core.epcis.record import accept_epcis_record
 from pipeline.core.ledger import AcceptRecord, accept_shipment
 from pipeline.errors import LedgerError
 from pipeline.settings import Settings
+from pipeline.worker import transport
+from pipeline.worker.commit_points import CommitPoints
+from pipeline.worker.commits import OffsetCommitter
 from pipeline.worker.sequencer import LedgerSequencer
 
 log = logging.getLogger(__name__)
-
-
-class _FaustRecord:
-    """Adapts a faust event to the sequencer's Record protocol."""
-
-    __slots__ = ("event", "partition", "offset", "key", "value", "headers")
-
-    def __init__(self, event: Any) -> None:
-        message = event.message
-        # take_events acks every buffered event when the batch is handed back;
-        # one extra reference keeps the final ack for after the block is sealed.
-        message.incref()
-        self.event = event
-        self.partition = message.partition
-        self.offset = message.offset
-        self.key = message.key
-        self.value = message.value
-        self.headers = message.headers
-
-    @property
-    def timestamp(self) -> float | None:
-        """The record's Kafka timestamp in seconds (read per batch or block, for metrics)."""
-        ts = self.event.message.timestamp
-        return float(ts) if ts else None
-
-    def ack(self) -> None:
-        self.event.ack()
 
 
 class _FaustPublisher:
@@ -106,34 +86,58 @@ class _BlockReader:
             self.consumer = None
 
 
+class _Dispatcher:
+    """The transport's batch handler: each partition's records to the sequencer of its topic."""
+
+    def __init__(self, sequencers: dict[str, LedgerSequencer]) -> None:
+        self.sequencers = sequencers
+        self.topics = frozenset(sequencers)
+
+    async def handle_poll(self, polled: Mapping[Any, Sequence[Any]], generation: int) -> None:
+        for tp, records in polled.items():
+            if records:
+                await self.sequencers[tp.topic].handle_partition(tp.partition, records, generation)
+
+    def on_fatal(self, exc: BaseException) -> None:
+        fatal.crash("the ledger batch path", exc)
+
+
 def build_app(settings: Settings) -> faust.App:
-    """The worker app with its agents, timers and rebalance hooks."""
+    """The worker app: the ledger's batch path on the sequenced topics, its timers and rebalance hooks."""
     topics = settings.topics
+    w = settings.worker
     # faust creates its data folder without parents; the worker may start before anything else did.
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     app = faust.App(
-        settings.worker.group_id,
-        broker=f"kafka://{settings.kafka}",
+        w.group_id,
+        broker=transport.broker_url(settings.kafka),
         value_serializer="raw",
         key_serializer="raw",
         store="memory://",
         datadir=str(settings.data_dir / "worker"),
-        web_enabled=settings.worker.web_port != 0,
-        web_port=settings.worker.web_port or 6066,
+        web_enabled=w.web_port != 0,
+        web_port=w.web_port or 6066,
         topic_partitions=topics.partitions,
         topic_allow_declare=False,
-        broker_session_timeout=10,
-        broker_heartbeat_interval=1,
+        # A killed member holds its partitions until its session expires (or, with static
+        # membership, until it rejoins under the same instance id).
+        broker_session_timeout=w.session_timeout,
+        broker_heartbeat_interval=min(1.0, w.session_timeout / 3),
+        broker_request_timeout=max(40.0, w.session_timeout),
+        consumer_group_instance_id=w.instance_id,
+        broker_max_poll_records=w.batch_size,
+        consumer_max_fetch_size=8 * 1024 * 1024,
         consumer_auto_offset_reset="earliest",
         producer_acks=-1,
         producer_linger=0.005,
-        stream_buffer_maxsize=max(4096, settings.worker.batch_size * 2),
+        producer_max_request_size=4 * 1024 * 1024,
         broker_commit_interval=1.0,
-        # Unsealed records stay unacked on shutdown: they are replayed, not waited for.
         stream_wait_empty=False,
     )
     reader = _BlockReader(settings.kafka, topics.name(topics.blocks))
     publisher = _FaustPublisher(app)
+    committer = OffsetCommitter(lambda offsets: transport.commit(app, offsets), w.commit_interval)
+    commit_points = CommitPoints(settings.data_dir / "worker" / "commit-points")
     # One sequencer per sequenced topic: same blocks, commit point and crash safety; each
     # topic has its own accept function and its own range of ledger partitions.
     sequencers: dict[str, LedgerSequencer] = {}
@@ -144,6 +148,7 @@ def build_app(settings: Settings) -> faust.App:
             blocks_topic=topics.name(topics.blocks),
             dead_letter_topic=topics.name(topics.dead_letter),
             publisher=publisher,
+            committer=committer,
             load_block=reader,
             max_events=settings.ledger.max_events,
             max_age=settings.ledger.max_age,
@@ -152,11 +157,12 @@ def build_app(settings: Settings) -> faust.App:
             ledger_partition_base=topics.ledger_partition(topic, 0),
             # A failed publish leaves the in-memory log ahead of its commit point: only a restart is exact.
             on_fatal=lambda: fatal.crash("publishing a block"),
+            current_generation=lambda: transport.generation(app),
+            commit_points=commit_points,
         )
     app.sequencer = sequencers[topics.name(topics.events)]  # type: ignore[attr-defined]
     app.sequencers = sequencers  # type: ignore[attr-defined]
-    for name, sequencer in sequencers.items():
-        _ledger_agent(app, app.topic(name, key_type=bytes, value_type=bytes), sequencer, settings)
+    transport.attach(app, _Dispatcher(sequencers))
 
     @app.timer(interval=min(settings.ledger.max_age / 4, 0.5))
     async def seal_due() -> None:
@@ -165,6 +171,16 @@ def build_app(settings: Settings) -> faust.App:
                 await sequencer.seal_due()
 
         await fatal.guarded("the seal timer", seal_all)
+
+    async def commit_forever() -> None:
+        while True:
+            await asyncio.sleep(committer.interval)
+            await committer.flush()
+            commit_points.save()
+
+    @app.task
+    async def commit_offsets() -> None:
+        await fatal.guarded("the offset committer", commit_forever)
 
     def end_offsets() -> dict[tuple[str, int], int]:
         consumer = app.consumer
@@ -179,6 +195,8 @@ def build_app(settings: Settings) -> faust.App:
             mine = [tp.partition for tp in revoked if tp.topic == name]
             metrics.WORKER_POSITIONS.forget(name, mine)
             await sequencer.revoke(mine)
+            for p in mine:
+                committer.forget(name, p)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
@@ -199,28 +217,9 @@ def _accept_functions(settings: Settings) -> dict[str, AcceptRecord]:
             topics.epcis: accept_epcis_record}
 
 
-def _ledger_agent(app: faust.App, source: Any, sequencer: LedgerSequencer, settings: Settings) -> None:
-    """Validate, dead-letter, append, seal: one batch at a time; any error ends the process."""
-
-    async def consume(stream: Any) -> None:
-        async for events in stream.noack().take_events(settings.worker.batch_size, settings.worker.batch_within):
-            # Records fetched under an earlier assignment belong to whoever owns the
-            # partition now: left unacked, they are read again from the committed offset.
-            # (_FaustRecord holds a reference on every record, so take_events cannot ack them either.)
-            records = [_FaustRecord(e) for e in events]
-            generation = app.consumer_generation_id
-            await sequencer.handle([r for r in records if r.event.message.generation_id == generation])
-
-    async def ledger(stream: Any) -> None:
-        # faust would restart a crashed agent with its batch lost and the partition stalled behind it.
-        await fatal.guarded(f"the ledger agent of {source.get_topic_name()}", lambda: consume(stream))
-
-    ledger.__name__ = ledger.__qualname__ = f"ledger_{source.get_topic_name().replace('-', '_').replace('.', '_')}"
-    app.agent(source, name=f"ledger-{source.get_topic_name()}")(ledger)
-
-
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until SIGINT/SIGTERM."""
+    check_ledger_partitions(settings)
     app = build_app(settings)
     metrics.serve(settings.metrics.worker_port, settings.metrics.host, "worker")
     worker = _Worker(app, loglevel=loglevel, quiet=True)

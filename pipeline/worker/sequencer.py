@@ -3,17 +3,20 @@
 It owns the at-least-once discipline that keeps the ledger exact across
 crashes and rebalances (see docs/design.md):
 
-1. A record is acknowledged only after the block holding it is published and
-   the broker confirmed delivery (or, for a rejected record, after its
-   dead letter was delivered and every accepted record below it was acked),
-   so acks, and with them the committed offset, never pass an unsealed record.
+1. The consumer offset of a partition is committed (`Committer.mark`) only past
+   records that are in a block the broker confirmed, or whose dead letter was
+   delivered with every accepted record below it sealed: the committed offset
+   never passes an unsealed record.
 2. Each partition's state is loaded from its commit point, the last message of
    `ledger.blocks` partition p, before any of its records is handled; records
    below that block's `last_offset` are replays and are skipped.
 3. On revocation the partition's state is dropped under its lock, so a revoked
-   worker never seals another block for it.
+   worker never seals another block for it; records fetched under an earlier
+   consumer generation are left for a re-read.
 
-Kafka is reached through two small protocols so tests can drive it without a broker.
+Records arrive one poll at a time, per partition, straight from the consumer
+(`handle_poll`). Kafka is reached through small protocols so tests can drive it
+without a broker.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import os
 import signal
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Protocol
@@ -33,12 +36,13 @@ from pipeline import metrics
 from pipeline.core import wire
 from pipeline.core.ledger import AcceptRecord, PartitionLog, SealedBlock, accept_shipment
 from pipeline.errors import InvalidEvent, LedgerError
+from pipeline.worker.commit_points import CommitPoints
 
 log = logging.getLogger(__name__)
 
 
 class Record(Protocol):
-    """One consumed record: what the sequencer needs of a faust event."""
+    """One consumed record: what the sequencer needs of an aiokafka ConsumerRecord."""
 
     partition: int
     offset: int
@@ -46,7 +50,10 @@ class Record(Protocol):
     value: bytes
     headers: Any
 
-    def ack(self) -> None: ...
+
+class TopicPartition(Protocol):
+    topic: str
+    partition: int
 
 
 class Publisher(Protocol):
@@ -56,6 +63,14 @@ class Publisher(Protocol):
         self, topic: str, key: bytes | None, value: bytes, partition: int | None,
         headers: list[tuple[str, bytes]] | None = None,
     ) -> Awaitable[Any]: ...
+
+
+class Committer(Protocol):
+    """Takes the consumer offsets to commit; `flush` returns once those marked so far are committed."""
+
+    def mark(self, topic: str, partition: int, next_offset: int) -> None: ...
+
+    async def flush(self) -> None: ...
 
 
 BlockLoader = Callable[[int], Awaitable[wire.BlockMessage | None]]
@@ -68,16 +83,24 @@ class Counters:
     replayed: int = 0
     blocks: int = 0
     resumed_ahead: int = 0
+    stale: int = 0  # records fetched under an earlier consumer generation, left for a re-read
 
 
 @dataclass
 class _Partition:
     log: PartitionLog
-    waiting: list[Record] = field(default_factory=list)
     pending_since: float | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     publishing: deque[asyncio.Task[None]] = field(default_factory=deque)
-    delivered_through: int = -1  # highest offset inside a block the broker confirmed
+    delivered_through: int = -1  # highest offset the committed offset may pass (delivered blocks, dead letters)
+    held: list[Awaitable[Any]] = field(default_factory=list)  # dead letters waiting for the next block
+    first_timestamp: float | None = None  # Kafka time (s) of the first pending record, for metrics
+
+
+def _seconds(record: Record) -> float | None:
+    """A record's Kafka timestamp (aiokafka gives milliseconds) in seconds, if it has one."""
+    ts = getattr(record, "timestamp", None)
+    return ts / 1000 if ts else None
 
 
 def now_utc() -> str:
@@ -95,6 +118,7 @@ class LedgerSequencer:
         blocks_topic: str,
         dead_letter_topic: str,
         publisher: Publisher,
+        committer: Committer,
         load_block: BlockLoader,
         max_events: int,
         max_age: float,
@@ -102,16 +126,20 @@ class LedgerSequencer:
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int = 8,
         on_fatal: Callable[[], None] | None = None,
+        current_generation: Callable[[], int | None] = lambda: None,
         accept: AcceptRecord = accept_shipment,
         ledger_partition_base: int = 0,
+        commit_points: CommitPoints | None = None,
     ) -> None:
         """`accept` turns one record into its leaves; log `<source_topic>/p` is published to
         partition `ledger_partition_base + p` of the entries and blocks topics (its commit point)."""
         self.source_topic = source_topic
+        self.topics = frozenset({source_topic})
         self.entries_topic = entries_topic
         self.blocks_topic = blocks_topic
         self.dead_letter_topic = dead_letter_topic
         self.publisher = publisher
+        self.committer = committer
         self.load_block = load_block
         self.max_events = max_events
         self.max_age = max_age
@@ -119,8 +147,10 @@ class LedgerSequencer:
         self.clock = clock
         self.max_in_flight = max_in_flight
         self.on_fatal = on_fatal or (lambda: os.kill(os.getpid(), signal.SIGTERM))
+        self.current_generation = current_generation
         self.accept = accept
         self.ledger_partition_base = ledger_partition_base
+        self.commit_points = commit_points
         self.partitions: dict[int, _Partition] = {}
         self._loading: dict[int, asyncio.Task[_Partition]] = {}
         self.revoked: set[int] = set()
@@ -150,6 +180,8 @@ class LedgerSequencer:
     async def _load(self, p: int) -> _Partition:
         message = await self.load_block(self.ledger_partition_base + p)
         log_id = self.log_id(p)
+        if self.commit_points is not None:
+            self.commit_points.check(log_id, None if message is None else message.header.height)
         if message is None:
             plog = PartitionLog(log_id)
         else:
@@ -161,125 +193,155 @@ class LedgerSequencer:
             self.partitions[p] = state
         return state
 
-    async def handle(self, records: Sequence[Record]) -> None:
-        """Handle one batch of records (any partitions, in offset order per partition)."""
+    async def handle_poll(self, polled: Mapping[TopicPartition, Sequence[Record]], generation: int | None) -> None:
+        """One poll of the consumer: each partition's records in offset order, fetched in `generation`."""
+        for tp, records in polled.items():
+            if tp.topic == self.source_topic and records:
+                await self.handle_partition(tp.partition, records, generation)
+
+    async def handle(self, records: Sequence[Record], generation: int | None = None) -> None:
+        """Handle records of any partitions (in offset order per partition)."""
         by_partition: dict[int, list[Record]] = {}
         for r in records:
             by_partition.setdefault(r.partition, []).append(r)
         for p, batch in by_partition.items():
-            if p in self.revoked:
-                continue  # buffered before revocation: left unacked, the new owner replays them
-            state = await self.partition(p)
-            async with state.lock:
-                if p in self.revoked or self.partitions.get(p) is not state:
-                    continue  # revoked while waiting: the new owner replays these
-                c = self.counters
-                before = (c.accepted, c.rejected, c.replayed)
-                await self._handle_partition(p, state, batch)
-                last = batch[-1]
-                metrics.worker_batch(self.source_topic, p, len(batch), c.accepted - before[0],
-                                     c.rejected - before[1], c.replayed - before[2], last.offset,
-                                     getattr(last, "timestamp", None))
+            await self.handle_partition(p, batch, generation)
 
-    async def _handle_partition(self, p: int, state: _Partition, batch: list[Record]) -> None:
+    async def handle_partition(self, p: int, batch: Sequence[Record], generation: int | None = None) -> None:
+        if p in self.revoked:
+            return  # fetched before revocation: the new owner reads them from the committed offset
+        state = await self.partition(p)
+        async with state.lock:
+            if p in self.revoked or self.partitions.get(p) is not state:
+                return  # revoked while waiting: the new owner reads these from the committed offset
+            if generation is not None and generation != self.current_generation():
+                # Fetched before a rebalance; the consumer seeks back to the committed offset.
+                self.counters.stale += len(batch)
+                return
+            c = self.counters
+            before = (c.accepted, c.rejected, c.replayed)
+            await self._handle_partition(p, state, batch)
+            last = batch[-1]
+            metrics.worker_batch(self.source_topic, p, len(batch), c.accepted - before[0],
+                                 c.rejected - before[1], c.replayed - before[2], last.offset, _seconds(last))
+
+    async def _handle_partition(self, p: int, state: _Partition, batch: Sequence[Record]) -> None:
         plog = state.log
-        dead: list[tuple[Record, Awaitable[Any]]] = []
+        dead: list[Awaitable[Any]] = []
         for r in batch:
             if not plog.admit(r.offset):
                 self.counters.replayed += 1
-                if r.offset <= state.delivered_through:
-                    r.ack()
                 continue
             if plog.gaps:
                 gap = plog.gaps.pop()
                 self.counters.resumed_ahead += 1
-                # Records are acked only once sealed or dead-lettered, so the committed
-                # offset can pass the last block only over dead-lettered records (or
-                # offsets Kafka never filled, such as transaction markers).
+                # The committed offset passes the last block only over dead-lettered records
+                # (or offsets Kafka never filled, such as transaction markers).
                 log.info("%s: resuming at offset %d, not %d: the records in between were dead-lettered "
                          "before a restart or are not data", plog.log_id, gap[1], gap[0])
             try:
                 leaves = self.accept(r.value)
                 if not leaves:
                     raise InvalidEvent("the record holds no event")
-            except Exception as error:  # whatever the bytes, a verdict: never a crashed agent
+            except Exception as error:  # whatever the bytes, a verdict: never a crashed worker
                 exc = error if isinstance(error, InvalidEvent) else InvalidEvent(
                     f"could not be validated: {type(error).__name__}: {str(error)[:200]}")
                 self.counters.rejected += 1
                 headers = wire.dead_letter_headers(exc, self.source_topic, p, r.offset)
-                dead.append((r, await self.publisher.send(self.dead_letter_topic, r.key, r.value, None, headers)))
+                dead.append(await self.publisher.send(self.dead_letter_topic, r.key, r.value, None, headers))
                 continue
             # All leaves of one record go into one block: the commit point is a record offset.
             for event, payload in leaves:
                 plog.append(r.offset, event, payload)
             self.counters.accepted += 1
-            state.waiting.append(r)
             if state.pending_since is None:
                 state.pending_since = self.clock()
+                state.first_timestamp = _seconds(r)
             if len(plog.pending) >= self.max_events:
+                state.held += dead
+                dead = []
                 await self._seal(p, state)
-        for _, delivery in dead:
-            await delivery
         if dead:
-            self._ack_in_order(state, [r for r, _ in dead])
-
-    def _ack_in_order(self, state: _Partition, records: list[Record]) -> None:
-        """Ack delivered dead-lettered records, but never before an accepted record below them.
-
-        faust commits the end of a run of acked offsets and does not check that
-        the run starts at the committed offset when none is known yet (nor
-        over a hole of one record), so a dead letter acked while earlier
-        accepted records are unsealed can move the committed offset past
-        them: a crash or revocation then loses them.
-        """
-        if state.log.pending:
-            state.waiting.extend(records)  # acked with the block that seals the earlier records
-        elif state.publishing:
-            state.publishing.append(asyncio.ensure_future(self._ack_after(state.publishing[-1], records)))
-        else:
-            for r in records:
-                r.ack()
+            if plog.pending:
+                state.held += dead  # committed with the block that seals the accepted records below them
+            else:
+                self._chain(state, self._commit_after(p, state, dead, self._next_offset(plog) - 1,
+                                                      state.publishing[-1] if state.publishing else None))
 
     @staticmethod
-    async def _ack_after(previous: asyncio.Task[None], records: list[Record]) -> None:
-        await previous
-        for r in records:
-            r.ack()
+    def _next_offset(plog: PartitionLog) -> int:
+        return -1 if plog.next_offset is None else plog.next_offset
+
+    def _chain(self, state: _Partition, step: Coroutine[Any, Any, None]) -> None:
+        state.publishing.append(asyncio.ensure_future(step))
+        while state.publishing and state.publishing[0].done():
+            state.publishing.popleft().result()
+
+    async def _commit_after(self, p: int, state: _Partition, deliveries: list[Awaitable[Any]], through: int,
+                            previous: asyncio.Task[None] | None) -> None:
+        """Dead letters past every sealed record: commit past them once they (and earlier blocks) are delivered."""
+        try:
+            if previous is not None:
+                await previous
+            for delivery in deliveries:
+                await delivery
+        except Exception:
+            log.critical("a dead letter of %s could not be delivered; stopping", self.log_id(p), exc_info=True)
+            self.on_fatal()
+            raise
+        self._committed(p, state, through)
+
+    def _committed(self, p: int, state: _Partition, through: int) -> None:
+        state.delivered_through = max(state.delivered_through, through)
+        self.committer.mark(self.source_topic, p, state.delivered_through + 1)
 
     async def _seal(self, p: int, state: _Partition) -> None:
-        """Seal the pending entries and publish the block in the background, in chain order."""
+        """Seal the pending entries, send them, and publish the block in the background, in chain order."""
+        # Every admitted offset is in this block, in an earlier one, or a dead letter held for it.
+        through = self._next_offset(state.log) - 1
         sealed = state.log.seal(now_utc())
         if sealed is None:
             return
-        waiting, state.waiting, state.pending_since = state.waiting, [], None
+        held, state.held, state.pending_since = state.held, [], None
+        first_ts, state.first_timestamp = state.first_timestamp, None
+        log_id = sealed.header.log_id
+        lp = self.ledger_partition_base + p
+        headers = metrics.produced_headers(first_ts)
+        try:
+            # Sent here, under the partition's lock, so entries reach the topic in leaf order
+            # however the background publishes interleave.
+            entries = [
+                await self.publisher.send(self.entries_topic, log_id.encode(), value, lp, headers)
+                for value in wire.encode_entries(log_id, sealed.entries, self.bundle_size)
+            ]
+        except Exception:
+            log.critical("sending the entries of block %d of %s failed; stopping", sealed.header.height, log_id,
+                         exc_info=True)
+            self.on_fatal()
+            raise
         previous = state.publishing[-1] if state.publishing else None
-        state.publishing.append(asyncio.ensure_future(self._publish(p, state, sealed, waiting, previous)))
-        while state.publishing and state.publishing[0].done():
-            state.publishing.popleft().result()
+        self._chain(state, self._publish(p, state, sealed, entries, held, through, previous, first_ts))
         if len(state.publishing) > self.max_in_flight:
             await state.publishing.popleft()
 
-    async def _publish(self, p: int, state: _Partition, sealed: SealedBlock, records: list[Record],
-                       previous: asyncio.Task[None] | None) -> None:
-        """Entries first, then (after the previous block) the block; then ack its records.
+    async def _publish(self, p: int, state: _Partition, sealed: SealedBlock, entries: list[Awaitable[Any]],
+                       held: list[Awaitable[Any]], through: int, previous: asyncio.Task[None] | None,
+                       first_ts: float | None = None) -> None:
+        """After its entries and the previous block are delivered, the block; then commit past it.
 
         Once the block is delivered it is the commit point, so it must never
         land before its entries or before the block it links to.
         """
         try:
             log_id = sealed.header.log_id
-            lp = self.ledger_partition_base + p
-            first_ts = getattr(records[0], "timestamp", None) if records else None
-            headers = metrics.produced_headers(first_ts)
-            entries = [
-                await self.publisher.send(self.entries_topic, log_id.encode(), value, lp, headers)
-                for value in wire.encode_entries(log_id, sealed.entries, self.bundle_size)
-            ]
             if previous is not None:
                 await previous
             for delivery in entries:
                 await delivery
+            lp = self.ledger_partition_base + p
             await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), lp))
+            for delivery in held:
+                await delivery
         except Exception:
             # The in-memory log is now ahead of its commit point: only a restart
             # from the last delivered block keeps the chain exact.
@@ -289,9 +351,9 @@ class LedgerSequencer:
             raise
         self.counters.blocks += 1
         metrics.block_delivered(log_id, len(sealed.entries), first_ts)
-        state.delivered_through = max(state.delivered_through, sealed.header.last_offset)
-        for r in records:
-            r.ack()
+        if self.commit_points is not None:
+            self.commit_points.note(log_id, sealed.header.height)
+        self._committed(p, state, through)
 
     async def flush(self, state: _Partition) -> None:
         """Wait until every block sealed for the partition is delivered."""
@@ -322,6 +384,7 @@ class LedgerSequencer:
                 if state.log.pending:
                     log.info("%s revoked with %d unsealed events: the next owner replays them",
                              state.log.log_id, len(state.log.pending))
+        await self.committer.flush()  # the next owner starts from our commits
 
     async def drain(self) -> None:
         """Seal everything pending (clean shutdown)."""
@@ -333,3 +396,4 @@ class LedgerSequencer:
                         await self.flush(state)
                     except LedgerError:
                         log.exception("could not seal %s on shutdown", state.log.log_id)
+        await self.committer.flush()

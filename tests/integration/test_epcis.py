@@ -158,3 +158,20 @@ def test_the_ledger_audits_clean(system: Any) -> None:
     out = subprocess.run([sys.executable, "-m", "pipeline.cli", "audit", "--quiet", "--key", key],
                          env=settings_env(settings), capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and "clean" in out.stdout, out.stdout + out.stderr
+
+
+def test_the_worker_refuses_ledger_topics_with_too_few_partitions(broker: Any) -> None:
+    from kafka.admin import KafkaAdminClient, NewTopic
+
+    from pipeline.broker import check_ledger_partitions
+    from pipeline.errors import ConfigError
+    from pipeline.settings import Settings
+
+    settings = Settings(kafka=broker.bootstrap, topics={"prefix": f"old{os.getpid()}.", "partitions": 2})
+    admin = KafkaAdminClient(bootstrap_servers=broker.bootstrap)
+    try:
+        admin.create_topics([NewTopic(settings.topics.name(t), 2, 1) for t in ("ledger.entries", "ledger.blocks")])
+    finally:
+        admin.close()
+    with pytest.raises(ConfigError, match="needs 4"):
+        check_ledger_partitions(settings)

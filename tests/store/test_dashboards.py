@@ -319,3 +319,29 @@ def test_every_snapshot_panel_query_returns_rows_in_duckdb_1_5(store: Path, tmp_
     assert sum(r[2] is not None for r in demand["rows"]) == 14
     runs = next(v for t, v in by_title.items() if t == "Forecast runs")
     assert {r[1] for r in runs["rows"]} == {"seasonal_naive"}  # the model's name, of the latest round
+
+
+def exposed_samples() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for f in text_string_to_metric_families(metrics.render().decode()) for s in f.samples}
+
+
+def test_store_gauges_read_checkpoint_age_and_anomalies_from_the_file(store: Path, tmp_path: Path) -> None:
+    from pipeline.store.gauges import refresh_store_gauges
+
+    copy = tmp_path / "store.duckdb"
+    copy.write_bytes(store.read_bytes())
+    db = Database(copy)
+    try:
+        refresh_store_gauges(db, {"tables": {"events": 300}})
+        samples = exposed_samples()
+        assert samples[("provenance_table_rows", (("table", "events"),))] == 300
+        assert samples[("provenance_checkpoint_age_seconds", ())] > 86_400  # the fixture signed in March
+        assert samples[("provenance_anomalies_stored", (("kind", "late"), ("status", "open")))] == 1
+        db.cursor().execute("UPDATE anomalies SET status = 'resolved'")
+        refresh_store_gauges(db, {})
+        samples = exposed_samples()
+        assert ("provenance_anomalies_stored", (("kind", "late"), ("status", "open"))) not in samples
+        assert samples[("provenance_anomalies_stored", (("kind", "late"), ("status", "resolved")))] == 1
+    finally:
+        db.close()

@@ -111,3 +111,42 @@ def test_the_snapshot_opens_in_duckdb_1_5(ledger, tmp_path: Path) -> None:
     out = read_with_duckdb15(target, [f"SELECT count(*) FROM {t}" for t in TABLES])
     assert out["version"].startswith("1.5.")
     assert [int(r["rows"][0][0]) for r in out["results"]] == list(expected.values())
+
+
+def test_the_publisher_skips_unchanged_rounds_and_stops_mid_copy(ledger, tmp_path: Path) -> None:
+    import asyncio
+
+    from pipeline.store.snapshot import SnapshotPublisher
+
+    db, target = open_store(ledger, tmp_path)
+    settings = Settings(data_dir=tmp_path, snapshot={"interval": 0.05, "path": target})
+
+    async def scenario() -> tuple[int, int]:
+        publisher = SnapshotPublisher(settings, db)
+        await publisher.start()
+        for _ in range(400):
+            if publisher.published:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # several more rounds: nothing was written, so nothing is copied
+        unchanged = publisher.published
+        db.cursor().execute("UPDATE consumer_offsets SET next_offset = next_offset + 1")
+        db.cursor().execute("INSERT INTO consumer_offsets VALUES ('t', 0, 1)")
+        for _ in range(400):
+            if publisher.published > unchanged:
+                break
+            await asyncio.sleep(0.05)
+        changed = publisher.published
+        db.cursor().execute("INSERT INTO consumer_offsets VALUES ('t', 1, 1)")
+        await asyncio.sleep(0.06)  # the next copy starts; stopping interrupts or awaits it
+        await publisher.stop()
+        return unchanged, changed
+
+    try:
+        unchanged, changed = asyncio.run(scenario())
+    finally:
+        db.close()  # nothing is still running on the connection
+    assert (unchanged, changed) == (1, 2)
+    with duckdb.connect(str(target), read_only=True) as snap:
+        assert snap.execute("SELECT count(*) FROM events").fetchone() == (600,)
+    assert not [p for p in scratch_paths(target) if p.exists()]

@@ -40,7 +40,7 @@ def epcis_sequencer(broker: Broker, **options: Any) -> LedgerSequencer:
     args: dict[str, Any] = {"max_events": 2, "max_age": 60.0, "bundle_size": 2, "on_fatal": broker.on_fatal}
     args.update(options)
     return LedgerSequencer(source_topic=SOURCE, entries_topic=ENTRIES, blocks_topic=BLOCKS, dead_letter_topic=DEAD,
-                           publisher=broker, load_block=lambda p: _none(), accept=accept_epcis_record,
+                           publisher=broker, committer=broker, load_block=lambda p: _none(), accept=accept_epcis_record,
                            ledger_partition_base=4, **args)
 
 

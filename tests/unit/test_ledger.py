@@ -64,7 +64,9 @@ def test_append_records_each_event_at_its_leaf() -> None:
         assert entry.leaf_hash == leaf_hash(entry.payload)
         assert entry.event_time.endswith("Z")
     assert plog.pending == entries
-    assert plog.tree.size == 5
+    assert plog.size == 5 and plog.tree.size == 0  # leaves join the tree when their block is sealed
+    plog.seal("2026-03-01T00:00:00Z")
+    assert plog.size == 5 and plog.tree.size == 5
 
 
 def test_entry_event_time_is_utc() -> None:

@@ -1,9 +1,10 @@
-"""LedgerSequencer against a fake broker: what is sent, in which order, and when records are acked.
+"""LedgerSequencer against a fake broker: what is sent, in which order, and when offsets are committed.
 
 The fake publisher hands back a future per send that the test resolves or
-fails, so every interleaving is chosen by the test, not by timing. Every ack
-is checked when it happens: an accepted record may be acked only once a block
-covering its offset was delivered, a rejected one only once its dead letter was.
+fails, so every interleaving is chosen by the test, not by timing. Every
+commit is checked when it is marked: the committed offset may pass an accepted
+record only once a block covering it was delivered, a rejected one only once
+its dead letter was. `acked(p)` lists the offsets the committed offset passed.
 """
 
 from __future__ import annotations
@@ -51,9 +52,10 @@ class Broker:
 
     auto: bool = True
     sent: list[Sent] = field(default_factory=list)
-    acks: list[tuple[int, int]] = field(default_factory=list)
+    commits: dict[int, int] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     fatal: int = 0
+    flushes: int = 0
 
     async def send(self, topic: str, key: bytes | None, value: bytes, partition: int | None,
                    headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
@@ -99,13 +101,24 @@ class Broker:
                     return True
         return False
 
-    def ack(self, record: Record) -> None:
-        if not self.covered(record.partition, record.offset):
-            self.violations.append(f"offset {record.offset} of partition {record.partition} acked before delivery")
-        self.acks.append((record.partition, record.offset))
+    def mark(self, topic: str, partition: int, next_offset: int) -> None:
+        previous = self.commits.get(partition, 0)
+        if next_offset < previous:
+            self.violations.append(f"partition {partition}: commit moved back from {previous} to {next_offset}")
+        for offset in range(previous, next_offset):
+            if not self.covered(partition, offset):
+                self.violations.append(f"offset {offset} of partition {partition} committed before delivery")
+        self.commits[partition] = max(previous, next_offset)
+
+    async def flush(self) -> None:
+        self.flushes += 1
+
+    @property
+    def acks(self) -> list[int]:
+        return [o for p in self.commits for o in self.acked(p)]
 
     def acked(self, partition: int = 0) -> list[int]:
-        return sorted(o for p, o in self.acks if p == partition)
+        return list(range(self.commits.get(partition, 0)))
 
 
 @dataclass
@@ -116,9 +129,6 @@ class Record:
     value: bytes
     key: bytes | None = None
     headers: Any = None
-
-    def ack(self) -> None:
-        self.broker.ack(self)
 
 
 def records(broker: Broker, values: list[bytes], first_offset: int = 0, partition: int = 0) -> list[Record]:
@@ -144,7 +154,7 @@ def sequencer(broker: Broker, load_block: Loader | None = None, **options: Any) 
     args.update(options)
     return LedgerSequencer(
         source_topic=SOURCE, entries_topic=ENTRIES, blocks_topic=BLOCKS, dead_letter_topic=DEAD,
-        publisher=broker, load_block=load_block or no_block(), **args,
+        publisher=broker, committer=broker, load_block=load_block or no_block(), **args,
     )
 
 
@@ -232,7 +242,7 @@ def test_partitions_keep_separate_logs() -> None:
         assert [b.header.log_id for b in broker.blocks(5)] == [f"{SOURCE}/5"]
         assert broker.blocks(5)[0].header.height == 0
         assert (broker.blocks(5)[0].header.first_offset, broker.blocks(5)[0].header.last_offset) == (50, 51)
-        assert broker.acked(0) == [0, 1, 2, 3] and broker.acked(5) == [50, 51]
+        assert broker.commits == {0: 4, 5: 52}
         assert broker.violations == []
     run(scenario)
 
@@ -258,11 +268,11 @@ def test_rejected_records_go_to_the_dead_letter_topic() -> None:
         assert [e["field"] for e in json.loads(headers[1]["error.fields"])] == ["mode"]
         assert "must be UTF-8" in headers[2]["error"]  # b"\xff\xfe" is a UTF-16 byte order mark
 
-        assert not handling.done() and broker.acks == []  # nothing acked before its dead letter is delivered
-        broker.deliver(dead)
         await handling
-        # Delivered, but offset 0 is not sealed yet: acks never pass an unsealed event,
-        # or the committed offset could skip it (faust commits over a hole of one).
+        assert broker.acks == []  # nothing committed before its dead letter is delivered
+        broker.deliver(dead)
+        await settle()
+        # Delivered, but offset 0 is not sealed yet: the committed offset never passes an unsealed event.
         assert broker.acked() == []
         draining = asyncio.ensure_future(seq.drain())  # seals offsets 0, 2 and 5
         for _ in range(10):  # entries first, then the block: deliver each as it is sent
@@ -432,7 +442,7 @@ def test_restart_skips_replays_and_continues_the_same_chain(handled_before_crash
         assert second.counters.replayed == replayed
         assert second.counters.resumed_ahead == 0
         assert [r["leaf_index"] for r in broker.entries()] == list(range(12))  # no event recorded twice
-        assert broker.acked() == sorted(list(range(replayed)) + list(range(12)))
+        assert broker.acked() == list(range(12))
         assert broker.violations == []
     run(scenario)
 
@@ -590,4 +600,76 @@ def test_block_genesis_link() -> None:
         await settle()
         (block,) = broker.blocks()
         assert block.header.prev_block_hash == GENESIS_HASH and block.header.created_at == CREATED
+    run(scenario)
+
+
+# ---- the batch path: generations and commits -----------------------------------------
+
+
+def test_records_of_an_earlier_generation_are_left_for_a_re_read() -> None:
+    async def scenario() -> None:
+        broker = Broker()
+        generation = [3]
+        seq = sequencer(broker, max_events=2, current_generation=lambda: generation[0])
+        values = event_values(4)
+        await seq.handle_partition(0, records(broker, values[:2]), 3)
+        generation[0] = 4  # a rebalance happened between the fetch and the handling
+        await seq.handle_partition(0, records(broker, values[2:], first_offset=2), 3)
+        await settle()
+        assert seq.counters.stale == 2 and seq.counters.accepted == 2
+        assert [b.header.tree_size for b in broker.blocks()] == [2]
+        assert broker.commits == {0: 2}
+        # read again under the new generation, they continue the chain
+        await seq.handle_partition(0, records(broker, values[2:], first_offset=2), 4)
+        await settle()
+        assert [b.header.tree_size for b in broker.blocks()] == [2, 4] and broker.commits == {0: 4}
+        assert broker.violations == []
+    run(scenario)
+
+
+def test_trailing_dead_letters_are_committed_once_delivered_and_after_earlier_blocks() -> None:
+    async def scenario() -> None:
+        broker = Broker(auto=False)
+        seq = sequencer(broker, max_events=2)
+        await seq.handle(records(broker, event_values(2) + [b"{broken", b"{broken"]))
+        await settle()
+        assert broker.commits == {}
+        broker.deliver(broker.on(DEAD))  # the dead letters first: the block below them is not delivered yet
+        await settle()
+        assert broker.commits == {}
+        broker.deliver(broker.on(ENTRIES))
+        await settle()
+        broker.deliver(broker.on(BLOCKS))
+        await settle()
+        assert broker.commits == {0: 4}
+        assert broker.violations == []
+    run(scenario)
+
+
+def test_revoke_flushes_the_commits() -> None:
+    async def scenario() -> None:
+        broker = Broker()
+        seq = sequencer(broker, max_events=2)
+        await seq.handle(records(broker, event_values(2)))
+        await settle()
+        await seq.revoke([0])
+        assert broker.flushes == 1 and broker.commits == {0: 2}
+    run(scenario)
+
+
+def test_handle_poll_hands_each_partition_of_its_topic() -> None:
+    async def scenario() -> None:
+        @dataclass(frozen=True)
+        class TP:
+            topic: str
+            partition: int
+
+        broker = Broker()
+        seq = sequencer(broker, max_events=2)
+        values = event_values(4)
+        await seq.handle_poll({TP(SOURCE, 0): records(broker, values[:2]),
+                               TP(SOURCE, 1): records(broker, values[2:], partition=1),
+                               TP("other", 0): records(broker, values[:2])}, None)
+        await settle()
+        assert broker.commits == {0: 2, 1: 2}
     run(scenario)

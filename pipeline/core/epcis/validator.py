@@ -56,10 +56,14 @@ def _message(error: Any) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
+def _document_order(error: Any) -> list[tuple[int, int, str]]:
+    return [(0, p, "") if isinstance(p, int) else (1, 0, str(p)) for p in error.absolute_path]
+
+
 def schema_errors(value: Any, base: tuple[Any, ...] = ()) -> list[SchemaError]:
     """Every schema violation of a document or event (up to MAX_ERRORS), in document order."""
     out: list[SchemaError] = []
-    for error in sorted(_validator().iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
+    for error in sorted(_validator().iter_errors(value), key=_document_order):
         out.append(SchemaError(pointer(base + tuple(error.absolute_path)), _message(error), str(error.validator)))
         if len(out) >= MAX_ERRORS:
             break
