@@ -308,34 +308,42 @@ def main() -> None:
             if args.long:
                 long_run(base, args.long, work)
                 return
+            say(f"events: {args.events:,} on {args.partitions} partitions; machine: {os.cpu_count()} cores, shared "
+                f"(load average {os.getloadavg()[0]:.1f} at the start)")
             one = drain_run(base, args.events, work, 1)
+            say(f"provenance produce (kafka-python):  {one['produced']:>9,.0f} msg/s")
+            say(drain_line("1 worker", one))
             raw = asyncio.run(raw_consume(one["settings"], args.events))
+            say(f"raw aiokafka consume (peer):        {raw:>9,.0f} records/s")
             noop = faust_noop(one["settings"], args.events, work)
+            say(f"faust no-op agent (peer):           {noop:>9,.0f} records/s")
+            ours = one["rate"]
+            say(f"ratio 1 worker / raw consume:       {ours / raw:9.3f}")
+            say(f"ratio 1 worker / faust no-op:       {ours / noop:9.3f}")
+            say(f"ratio produce / 1-worker drain:     {one['produced'] / ours:9.3f}")
+            rss = one["rss"]
+            if rss:
+                say(f"worker RSS during the drain (MiB):  first {rss[0]:.0f}, median {statistics.median(rss):.0f}, "
+                    f"last {rss[-1]:.0f}, max {max(rss):.0f} ({len(rss)} samples)")
             two = drain_run(base, args.events, work, 2)
+            say(drain_line("2 workers", two))
+            say(f"ratio 2 workers / 1 worker:         {two['rate'] / ours:9.3f}")
             lat = latency_run(base, args.latency_rate, args.latency_seconds, work)
-    ours = one["rate"]
-    print(f"events: {args.events:,} on {args.partitions} partitions; machine: {os.cpu_count()} cores, shared "
-          f"(load average {os.getloadavg()[0]:.1f} at the end)")
-    print(f"provenance produce (kafka-python):  {statistics.median([one['produced'], two['produced']]):>9,.0f} msg/s"
-          f"  (runs: {one['produced']:,.0f}, {two['produced']:,.0f})")
-    print(f"raw aiokafka consume (peer):        {raw:>9,.0f} records/s")
-    print(f"faust no-op agent (peer):           {noop:>9,.0f} records/s")
-    for name, run in (("1 worker", one), ("2 workers", two)):
-        cpu = ", ".join(f"{k} {v * 1e6:.1f}" for k, v in sorted(run["cpu"].items()))
-        print(f"drain, {name:9s} → DuckDB:       {run['rate']:>9,.0f} events/s  (start-up {run['startup']:.1f} s; "
-              f"CPU µs/event: {cpu})")
-    print(f"ratio 1 worker / raw consume:       {ours / raw:9.3f}")
-    print(f"ratio 1 worker / faust no-op:       {ours / noop:9.3f}")
-    print(f"ratio 2 workers / 1 worker:         {two['rate'] / ours:9.3f}")
-    print(f"ratio produce / 1-worker drain:     {one['produced'] / ours:9.3f}")
-    rss = one["rss"]
-    if rss:
-        print(f"worker RSS during the drain (MiB):  first {rss[0]:.0f}, median {statistics.median(rss):.0f}, "
-              f"last {rss[-1]:.0f}, max {max(rss):.0f} ({len(rss)} samples)")
-    lats = lat["latency"]
-    print(f"produce → queryable at {lat['achieved_rate']:,.0f} events/s (asked {args.latency_rate:,.0f}): "
-          f"p50 {pct(lats, 0.5):.3f} s, p99 {pct(lats, 0.99):.3f} s, max {max(lats):.3f} s ({len(lats):,} events)")
-    print(f"kill -9 → restarted worker's first new rows queryable: {lat['restart']:.1f} s (static membership)")
+            lats = lat["latency"]
+            say(f"produce → queryable at {lat['achieved_rate']:,.0f} events/s (asked {args.latency_rate:,.0f}): "
+                f"p50 {pct(lats, 0.5):.3f} s, p99 {pct(lats, 0.99):.3f} s, max {max(lats):.3f} s ({len(lats):,} events)")
+            say(f"kill -9 → restarted worker's first new rows queryable: {lat['restart']:.1f} s (static membership)")
+    say(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def drain_line(name: str, run: dict[str, Any]) -> str:
+    cpu = ", ".join(f"{k} {v * 1e6:.1f}" for k, v in sorted(run["cpu"].items()))
+    return (f"drain, {name:9s} → DuckDB:       {run['rate']:>9,.0f} events/s  (start-up {run['startup']:.1f} s; "
+            f"CPU µs/event: {cpu})")
 
 
 def long_run(base: Settings, n: int, work: Path) -> None:

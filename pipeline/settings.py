@@ -87,6 +87,8 @@ class StoreSettings(_Group):
     batch_rows: int = Field(default=5_000, ge=1)
     flush_interval: float = Field(default=0.25, gt=0)
     tile_cache: int = Field(default=65_536, ge=16, description="Merkle tiles kept in memory (8 KiB each)")
+    stall_after: float = Field(default=30.0, gt=0, description="seconds a consumed topic may stand still with "
+                               "records waiting before /health says degraded")
 
 
 class WorkerSettings(_Group):
@@ -94,7 +96,7 @@ class WorkerSettings(_Group):
     batch_size: int = Field(default=2_000, ge=1, description="records per poll at most")
     batch_within: float = Field(default=0.2, gt=0)
     web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
-    session_timeout: float = Field(default=3.0, ge=1.0, le=300.0,
+    session_timeout: float = Field(default=6.0, ge=1.0, le=300.0,
                                    description="seconds until a dead worker's partitions move")
     instance_id: str | None = Field(default=None, description="static group membership: a restart under the "
                                     "same id takes its partitions back at once")
@@ -126,7 +128,7 @@ class MetricsSettings(_Group):
 class SnapshotSettings(_Group):
     """The copy of the store's file that outside readers (Grafana, audit) open while the store runs."""
 
-    interval: float = Field(default=30.0, ge=0, description="seconds between snapshots; 0: none")
+    interval: float = Field(default=60.0, ge=0, description="seconds between one snapshot and the next; 0: none")
     path: Path | None = Field(default=None, description="defaults to <data_dir>/snapshot.duckdb")
 
 

@@ -271,10 +271,13 @@ class DelayDetector:
         pending = 0.0
         planned = ship.planned()
         thresholds: dict[str, Threshold | None] = {}
-        for i, e in enumerate(ship.events):
+        stage_event: Seen | None = None
+        events = ship.events
+        for i, e in enumerate(events):
             if e.type in TERMINAL:
                 break
-            stage_event = ship.stage_at(i)
+            if e.type in RANK:
+                stage_event = e
             if stage_event is None or stage_event.type not in SILENT_STAGES:
                 continue
             pending = pending + e.delay if e.type == "exception" else 0.0

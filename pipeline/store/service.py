@@ -12,9 +12,10 @@ from dataclasses import asdict
 from typing import Any
 
 from aiohttp import web
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from pipeline import fatal
 from pipeline.errors import BrokerError
 from pipeline.settings import Settings
 from pipeline.store.dashboard import Dashboard
@@ -23,6 +24,7 @@ from pipeline.store.http import Api
 from pipeline.store.ingest import Ingestor
 from pipeline.store.ledger import LedgerService
 from pipeline.store.snapshot import SnapshotPublisher, scratch_paths
+from pipeline.store.stall import Progress, StallWatch, worker_progress
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +50,9 @@ class Store:
         self.dashboard.register(self.api.app)
         self.extensions: list[Any] = [self.ledger, SnapshotPublisher(settings, self.db),
                                       self.dashboard]  # started with the store
+        self.stall_watch = StallWatch(settings.store.stall_after)
+        self.stalled: list[str] = []
+        self.offsets: AIOKafkaConsumer | None = None  # reads the worker's source topics' end offsets
 
     async def produce(self, records: list[tuple[bytes | None, bytes]], topic: str | None = None) -> None:
         if self.producer is None:
@@ -66,7 +71,56 @@ class Store:
     async def status(self) -> dict[str, Any]:
         lag = await self.ingestor.lag()
         tables = await asyncio.to_thread(self.db.counts)
-        return {"status": "ok", "lag": lag, "tables": tables, "ingest": asdict(self.ingestor.stats)}
+        return {"status": "degraded" if self.stalled else "ok", "reasons": list(self.stalled), "lag": lag,
+                "tables": tables, "ingest": asdict(self.ingestor.stats)}
+
+    async def progress(self) -> list[Progress]:
+        """Where every consumed topic's consumer is: the store's own topics and the worker's sources."""
+        consumer = self.ingestor.consumer
+        if consumer is None:
+            return []
+        lag = await self.ingestor.lag()
+        positions: dict[str, int] = {}
+        for (topic, _), offset in self.ingestor.committed.items():
+            positions[topic] = positions.get(topic, 0) + offset
+        out = [Progress(topic, positions.get(topic, 0), n, "the store") for topic, n in sorted(lag.items())]
+        t = self.settings.topics
+        if self.offsets is None:
+            # Its own client with no assignment: its metadata keeps every topic, the sources included.
+            offsets = AIOKafkaConsumer(bootstrap_servers=self.settings.kafka, group_id=None, enable_auto_commit=False,
+                                       client_id="provenance-store-progress")
+            await offsets.start()
+            self.offsets = offsets
+        sources = [TopicPartition(name, p) for name in (t.name(t.events), t.name(t.epcis))
+                   for p in sorted(self.offsets.partitions_for_topic(name) or ())]
+        if sources:
+            ends = await self.offsets.end_offsets(sources)
+            blocks = await asyncio.to_thread(self.db.fetch, "SELECT log_id, max(last_offset) FROM blocks GROUP BY 1")
+            dead = await asyncio.to_thread(self.db.fetch, "SELECT source_topic, source_partition, "
+                                           "max(source_offset) FROM dead_letters GROUP BY 1, 2")
+            out += worker_progress(blocks, dead, {(tp.topic, tp.partition): end for tp, end in ends.items()})
+        return out
+
+    async def watch_stalls(self, stopping: asyncio.Event) -> None:
+        """Every few seconds, note which consumed topics stand still with records waiting (for /health).
+
+        It ends when `stopping` is set, never by cancellation: a query of it may be running in a
+        thread, and the database must not close under it.
+        """
+        interval = min(5.0, self.settings.store.stall_after / 3)
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
+            if stopping.is_set():
+                return
+            try:
+                stalled = self.stall_watch.observe(await self.progress())
+            except Exception as exc:  # a diagnostic: a failed look is retried, never fatal to the store
+                log.warning("cannot read consumer progress: %s", exc)
+                continue
+            if stalled and {r.split(":")[0] for r in stalled} != {r.split(":")[0] for r in self.stalled}:
+                log.error("degraded: %s", "; ".join(stalled))
+            self.stalled = stalled
 
     async def start(self) -> None:
         await self.ingestor.start()
@@ -91,6 +145,8 @@ class Store:
         await self.ingestor.stop()
         if self.producer is not None:
             await self.producer.stop()
+        if self.offsets is not None:
+            await self.offsets.stop()
         if self.runner is not None:
             await self.runner.cleanup()
         self.db.close()
@@ -111,12 +167,17 @@ class Store:
             if banner:
                 print(banner(), flush=True)
         ingest = asyncio.create_task(self.ingestor.run())
+        stopping = asyncio.Event()
+        stalls = fatal.watch(asyncio.create_task(self.watch_stalls(stopping)), "the store's stall watch")
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({ingest, waiter}, return_when=asyncio.FIRST_COMPLETED)
         try:
             if ingest in done:
-                ingest.result()  # re-raise an ingest failure
+                ingest.result()  # re-raise an ingest failure: the process exits non-zero
         finally:
+            stopping.set()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(stalls), 15)
             ingest.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ingest

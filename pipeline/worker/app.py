@@ -70,14 +70,17 @@ class _BlockReader:
         # record, so read forward from there to the real end and keep the last block.
         self.consumer.seek(tp, end - 1)
         last = None
+        # The first fetch can take longer than one poll on a loaded machine: keep asking for a while.
+        deadline = asyncio.get_running_loop().time() + 30
         while True:
             batch = await self.consumer.getmany(tp, timeout_ms=1000)
             messages = batch.get(tp, [])
-            if not messages:
+            if messages:
+                last = messages[-1]
+            elif last is not None or asyncio.get_running_loop().time() > deadline:
                 break
-            last = messages[-1]
         if last is None:
-            raise LedgerError(f"{self.topic}[{partition}] reports {end} records but none could be read")
+            raise LedgerError(f"{self.topic}[{partition}] reports {end} records but none could be read in 30 s")
         return wire.decode_block(last.value)
 
     async def close(self) -> None:

@@ -1,0 +1,74 @@
+"""Where a worker's time goes, per record: each stage of decode → validate → canonicalise → hash → forward → store.
+
+    python bench/worker_profile.py [--records 20000]
+
+CPU time (process_time, best of three) per record of each stage alone, on
+simulated events, with `json.loads` of the same bytes as the yardstick: on a
+shared machine the microseconds move with the load, the multiples much less.
+Figures, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from typing import Any
+
+from pipeline.core import wire
+from pipeline.core.canonical import canonical_bytes
+from pipeline.core.ledger import PartitionLog, accept
+from pipeline.core.simulator import Fleet
+from pipeline.core.strict_json import decode
+from pipeline.schema import validate_object
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--records", type=int, default=20_000)
+    n = ap.parse_args().records
+    fleet = Fleet(3, datetime(2026, 1, 5, tzinfo=timezone.utc))
+    recs = [r.value for r, _ in zip(fleet.records(), range(n))]
+    results: dict[str, float] = {}
+
+    def stage(name: str, body: Callable[[], Any]) -> None:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.process_time()
+            body()
+            best = min(best, time.process_time() - t0)
+        results[name] = best / n * 1e6
+
+    stage("json.loads (yardstick)", lambda: [json.loads(r) for r in recs])
+    stage("decode: strict_json", lambda: [decode(r) for r in recs])
+    parsed = [decode(r) for r in recs]
+    stage("validate: pydantic", lambda: [validate_object(p.value) for p in parsed])
+    stage("canonicalise: orjson fast path", lambda: [canonical_bytes(p.value, p.simple) for p in parsed])
+    stage("accept (all of the above)", lambda: [accept(r) for r in recs])
+    accepted = [accept(r) for r in recs]
+
+    def append_and_seal() -> None:
+        plog = PartitionLog("bench/0")
+        for i, (event, payload) in enumerate(accepted):
+            plog.append(i, event, payload)
+        plog.seal("2026-01-01T00:00:00Z")
+
+    stage("hash: leaves + tree (batch)", append_and_seal)
+    plog = PartitionLog("bench/0")
+    for i, (event, payload) in enumerate(accepted):
+        plog.append(i, event, payload)
+    sealed = plog.seal("2026-01-01T00:00:00Z")
+    assert sealed is not None
+    stage("forward: entry bundles", lambda: wire.encode_entries("bench/0", sealed.entries, 256))
+    bundles = wire.encode_entries("bench/0", sealed.entries, 256)
+    stage("store: decode bundles", lambda: [wire.decode_entries(v) for v in bundles])
+    unit = results["json.loads (yardstick)"]
+    print(f"{n:,} simulated events, {sum(map(len, recs)) / n:.0f} bytes each")
+    for name, us in results.items():
+        print(f"{name:34s} {us:8.2f} CPU µs/record  ({us / unit:4.1f} × json.loads)")
+
+
+if __name__ == "__main__":
+    main()
