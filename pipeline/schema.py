@@ -32,6 +32,8 @@ def _rfc3339(value: Any) -> Any:
         return value
     if not isinstance(value, str) or not _RFC3339.match(value):
         raise ValueError("must be an RFC 3339 date-time with offset, e.g. 2026-11-25T10:00:00+01:00")
+    if value[-1] not in "Zz" and (int(value[-5:-3]) > 23 or int(value[-2:]) > 59):
+        raise ValueError(f"offset {value[-6:]} is out of range: offsets run from -23:59 to +23:59")
     return value
 
 

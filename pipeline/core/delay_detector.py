@@ -132,7 +132,7 @@ class DelayDetector:
     """One partition's detector: `observe` sealed events in leaf order, take rows from `changed`."""
 
     def __init__(self, model: DelayModel, allowed_lateness: float = 7200.0, late_tolerance: float = 3600.0,
-                 retention: float = 72 * 3600.0, risk_high: float = 0.7, risk_low: float = 0.4,
+                 retention: float = 72 * 3600.0, risk_high: float = 0.65, risk_low: float = 0.35,
                  risk_step: float = 5400.0) -> None:
         self.model = model
         self.allowed_lateness = allowed_lateness
@@ -271,10 +271,13 @@ class DelayDetector:
         pending = 0.0
         planned = ship.planned()
         thresholds: dict[str, Threshold | None] = {}
-        for i, e in enumerate(ship.events):
+        stage_event: Seen | None = None
+        events = ship.events
+        for i, e in enumerate(events):
             if e.type in TERMINAL:
                 break
-            stage_event = ship.stage_at(i)
+            if e.type in RANK:
+                stage_event = e
             if stage_event is None or stage_event.type not in SILENT_STAGES:
                 continue
             pending = pending + e.delay if e.type == "exception" else 0.0

@@ -36,7 +36,13 @@ class Lane(NamedTuple):
 
     def scopes(self) -> tuple[Lane, Lane, Lane]:
         """The lane, its carrier×mode and its mode: from most to least specific."""
-        return (self, Lane("*", "*", self.mode, self.carrier), Lane("*", "*", self.mode, "*"))
+        found = _SCOPES.get(self)
+        if found is None:
+            found = _SCOPES[self] = (self, Lane("*", "*", self.mode, self.carrier), Lane("*", "*", self.mode, "*"))
+        return found
+
+
+_SCOPES: dict[Lane, tuple[Lane, Lane, Lane]] = {}
 
 
 def scope_name(key: Lane) -> str:
@@ -139,7 +145,7 @@ class LaneDelayModel:
     """
 
     def __init__(self, window: int = 256, min_deliveries: int = 30, min_samples: int = 20, quantile: float = 0.99,
-                 silent_factor: float = 1.5, dwell_factor: float = 2.0, risk_quantile: float = 0.95) -> None:
+                 silent_factor: float = 1.7, dwell_factor: float = 1.8, risk_quantile: float = 0.95) -> None:
         self.window = window
         self.min_deliveries = min_deliveries
         self.min_samples = min_samples
@@ -202,11 +208,15 @@ class LaneDelayModel:
 
     def _choice(self, lane: Lane, stage: str) -> _Choice | None:
         """The scope to judge `stage` of `lane` by, and its quantiles; cached until one of its scopes learns."""
-        version = tuple(s.deliveries if s is not None else -1 for s in map(self._scopes.get, lane.scopes()))
+        get = self._scopes.get
+        version = tuple([-1 if s is None else s.deliveries for s in [get(k) for k in lane.scopes()]])
         cached = self._cache.get((lane, stage))
         # Quantiles of a window barely move with one more sample: refreshed after 1/16 more deliveries.
-        if cached is not None and all(abs(a - b) <= max(2, b // 16) for a, b in zip(version, cached[0])):
-            return cached[1]
+        if cached is not None:
+            (a0, a1, a2), (b0, b1, b2) = version, cached[0]
+            if (abs(a0 - b0) <= max(2, b0 // 16) and abs(a1 - b1) <= max(2, b1 // 16)
+                    and abs(a2 - b2) <= max(2, b2 // 16)):
+                return cached[1]
         choice = None
         found = self._scope(lane, stage)
         if found is not None:
@@ -264,7 +274,7 @@ class LaneDelayModel:
         # Trips that stayed longer in this stage than this one has so far: a suffix of the sorted pairs.
         longer = pairs.sorted[bisect.bisect_right(pairs.sorted, (elapsed, float("inf"))):]
         if longer:
-            p = sum(1 for d, r in longer if d - elapsed + r > slack) / len(longer)
+            p = len([0 for d, r in longer if d - elapsed + r > slack]) / len(longer)
         else:
             rest = sorted(r for _, r in pairs.sorted)
             p = 1.0 if rest[len(rest) // 2] > slack else 0.0

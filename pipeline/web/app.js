@@ -113,10 +113,10 @@
       const check = a.event_id ? el("button", { type: "button", title: "verify the event that raised it" }, "verify") : null;
       if (check) check.onclick = () => verify(a.event_id);
       return el("tr", {},
-        el("td", { class: "nowrap" }, whenDay(a.observed_at || a.detected_at)), el("td", {}, a.kind),
-        el("td", {}, el("span", { class: `badge ${cls}` }, sev || "–"), a.status ? ` ${a.status}` : ""),
-        el("td", {}, a.lane_name || "–"), el("td", { class: "mono nowrap" }, a.shipment_id || "–"),
-        el("td", {}, a.explanation || ""), el("td", {}, check));
+        el("td", { class: "nowrap" }, whenDay(a.observed_at || a.detected_at)),
+        el("td", {}, a.kind, el("br"), el("span", { class: `badge ${cls}` }, sev || "–"), a.status ? ` ${a.status}` : ""),
+        el("td", {}, a.lane_name || "–", el("br"), el("span", { class: "mono muted" }, a.shipment_id || "–")),
+        el("td", { class: "explain" }, a.explanation || ""), el("td", {}, check));
     }));
     fill($("#t-anomaly-lanes tbody"), p.lanes.map((l) => el("tr", {},
       el("td", {}, l.lane_name), el("td", { class: "num" }, l.open == null ? "–" : int(l.open)),

@@ -116,7 +116,8 @@ def test_body_limits(tmp_path: Path) -> None:
             big = as_bytes(make_event(attributes={"pad": ["y" * 60_000] * 18}))
             status, body, _ = await store.post("/events", event + b"\n" + big)
             assert_clear_refusal(status, body)
-            assert [p["line"] for p in body["invalid"]] == [2] and "bytes, more than the limit" in body["invalid"][0]["error"]
+            assert [p["line"] for p in body["invalid"]] == [2]
+            assert "bytes, more than the limit" in body["invalid"][0]["error"]
             # an array body nested too deep, and an array whose items are
             for raw in (b"[" * 100_000 + b"]" * 100_000, b"[" + b"[" * 70 + b"]" * 70 + b"]"):
                 status, body, _ = await store.post("/events", raw)

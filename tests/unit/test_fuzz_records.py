@@ -80,7 +80,8 @@ NUMBERS = st.one_of(
                                                  5e-324, 1.7976931348623157e308, 1e16, 0.1]),
 )
 JSON_LEAVES = st.one_of(st.none(), st.booleans(), NUMBERS, TEXT)
-JSON_VALUES = st.recursive(JSON_LEAVES, lambda kids: st.lists(kids, max_size=4) | st.dictionaries(TEXT, kids, max_size=4),
+JSON_VALUES = st.recursive(JSON_LEAVES,
+                           lambda kids: st.lists(kids, max_size=4) | st.dictionaries(TEXT, kids, max_size=4),
                            max_leaves=12)
 WRONG = st.one_of(JSON_VALUES, st.sampled_from([0, -1, 1.0, True, None, [], {}, "1", ["road"], {"a": 1}]))
 
@@ -250,6 +251,13 @@ def test_the_sequencer_gives_every_record_one_verdict(values: list[bytes]) -> No
             done.set_result(None)
             return done
 
+    class Committer:
+        def mark(self, topic: str, partition: int, next_offset: int) -> None:
+            pass
+
+        async def flush(self) -> None:
+            pass
+
     class Record:
         def __init__(self, offset: int, value: bytes) -> None:
             self.partition, self.offset, self.key, self.value, self.headers = 0, offset, None, value, None
@@ -262,7 +270,7 @@ def test_the_sequencer_gives_every_record_one_verdict(values: list[bytes]) -> No
 
     async def scenario() -> None:
         seq = LedgerSequencer(source_topic="in", entries_topic="entries", blocks_topic="blocks",
-                              dead_letter_topic="dead", publisher=Publisher(), load_block=load,
+                              dead_letter_topic="dead", publisher=Publisher(), committer=Committer(), load_block=load,
                               max_events=1_000, max_age=1.0, bundle_size=256, on_fatal=lambda: None)
         await seq.handle([Record(i, v) for i, v in enumerate(values)])
         await seq.drain()

@@ -71,16 +71,17 @@ def demo(broker: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo
     cli = [sys.executable, "-m", "pipeline.cli"]
     demo = Demo(f"http://127.0.0.1:{settings.store.port}", env, "", tmp)
     try:
+        # Everything that needs only the broker starts at once; the witness needs the store's URL.
         demo.procs["worker"] = spawn([*cli, "worker"], env, tmp / "worker.log")
         demo.procs["store"] = spawn([*cli, "serve"], env, tmp / "store.log")
-        wait_for(lambda: http_json("GET", f"{demo.url}/health")[0] == 200, 60, "the store's /health")
         if _has_analytics():
             demo.procs["analytics"] = spawn([*cli, "analytics"], env, tmp / "analytics.log")
-        demo.procs["witness"] = spawn([*cli, "witness", "--store", demo.url, "--key-file", str(tmp / "witness.key")],
-                                      env, tmp / "witness.log")
         # A few seconds of traffic, so the ingest chart has a shape; some lines malformed for the dead letters.
         demo.procs["producer"] = spawn([*cli, "produce", "--simulate", "--rate", "800", "--count", str(EVENTS),
                                         "--malformed", "0.03", "--seed", "5", "--quiet"], env, tmp / "producer.log")
+        wait_for(lambda: http_json("GET", f"{demo.url}/health")[0] == 200, 60, "the store's /health")
+        demo.procs["witness"] = spawn([*cli, "witness", "--store", demo.url, "--key-file", str(tmp / "witness.key")],
+                                      env, tmp / "witness.log")
         assert demo.procs["producer"].wait(timeout=120) == 0, (tmp / "producer.log").read_text()[-2000:]
 
         def settled() -> bool:
