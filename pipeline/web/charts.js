@@ -5,11 +5,19 @@
   const charts = [];
   const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 
+  // Y ticks in a few characters (1.5k, 400k, 2.1M), so large values fit the fixed axis width.
+  function compact(v) {
+    const a = Math.abs(v);
+    if (a >= 1e6) return `${+(v / 1e6).toFixed(a >= 1e7 ? 0 : 1)}M`;
+    if (a >= 1e3) return `${+(v / 1e3).toFixed(a >= 1e4 ? 0 : 1)}k`;
+    return `${+v.toFixed(2)}`;
+  }
+
   function axes() {
     const stroke = css("--muted"), grid = { stroke: css("--line"), width: 1 };
     return [
       { stroke, grid, ticks: grid },
-      { stroke, grid, ticks: grid, size: 56 },
+      { stroke, grid, ticks: grid, size: 56, values: (u, splits) => splits.map(compact) },
     ];
   }
 
