@@ -272,7 +272,7 @@ def test_replaying_a_labelled_stream_gives_the_same_rows_however_it_is_drained()
 
     fleet = LabelledFleet(9, T0, shares={"late": 0.1, "dwell": 0.1, "silent": 0.1, "sequence": 0.1})
     events = [SealedEvent(e, "shipment-events/0", i, parse_time(e["event_time"]))
-              for i, e in enumerate(islice(fleet.events(), 2000))]
+              for i, e in enumerate(islice(fleet.events(), 4000))]
 
     def final(every: int) -> dict[tuple[str, str], bytes]:
         d = DelayDetector(LaneDelayModel(min_samples=5, min_deliveries=5))
