@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from local_http import served_at
 
 from pipeline.core import wire
 from pipeline.core.epcis.query import query_document
@@ -92,18 +92,12 @@ async def serve(tmp_path: Path, **epcis: Any) -> AsyncIterator[Server]:
         return {}
 
     api = Api(settings, db, produce, status)
-    runner = web.AppRunner(api.app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
     try:
-        async with aiohttp.ClientSession() as http:
-            holder["s"] = Server(f"http://{host}:{port}", http, db, api)
+        async with served_at(api.app) as url, aiohttp.ClientSession() as http:
+            holder["s"] = Server(url, http, db, api)
             yield holder["s"]
     finally:
         await api.capture.close()
-        await runner.cleanup()
         db.close()
 
 

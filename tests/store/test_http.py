@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
+from local_http import served_at
 from factories import as_bytes, make_event, make_events
 
 from pipeline.core import wire
@@ -64,16 +64,10 @@ async def serve(tmp_path: Path) -> AsyncIterator[Server]:
         return STATUS
 
     api = Api(settings, db, produce, status)
-    runner = web.AppRunner(api.app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
     try:
-        async with aiohttp.ClientSession() as http:
-            yield Server(f"http://{host}:{port}", http, db, produced)
+        async with served_at(api.app) as url, aiohttp.ClientSession() as http:
+            yield Server(url, http, db, produced)
     finally:
-        await runner.cleanup()
         db.close()
 
 

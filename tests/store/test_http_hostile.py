@@ -12,7 +12,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
+from local_http import served_at
 from factories import as_bytes, make_event
 from hostile import HOSTILE
 
@@ -55,16 +55,11 @@ async def serving(tmp_path: Path, **limits: Any) -> AsyncIterator[Store]:
         return {"status": "ok"}
 
     api = Api(settings, db, produce, status)
-    runner = web.AppRunner(api.app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
     try:
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
-            yield Store(f"http://{host}:{port}", http, produced, gate)
+        async with served_at(api.app) as url, \
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+            yield Store(url, http, produced, gate)
     finally:
-        await runner.cleanup()
         db.close()
 
 
