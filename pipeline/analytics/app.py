@@ -2,10 +2,10 @@
 
 `provenance analytics` runs it. It has its own consumer group and reads only
 `ledger.entries`, never the raw events topic, so every model input is already
-in the ledger. The agent is a thin loop: group a batch by partition, replay a
-newly assigned partition from offset 0 first (see `feed.py`), hand the sealed
-events to each handler, send what they drained. The worker is not involved: a
-slow model delays only this process.
+in the ledger. The agent is a thin loop: group a batch by partition, hand the
+sealed events to each handler, send what they drained; a newly assigned
+partition is first replayed from offset 0 to its end (see `feed.py`). The
+worker is not involved: a slow model delays only this process.
 """
 
 from __future__ import annotations
@@ -32,7 +32,13 @@ def build_handlers(settings: Settings) -> list[SealedHandler]:
 
 
 class Feeder:
-    """Per-partition bookkeeping: which partitions are replayed, the next offset each expects."""
+    """Per-partition bookkeeping: which partitions are replayed, the next offset each expects.
+
+    A newly assigned partition is replayed from offset 0 to its end at once
+    (`catch_up`, a task of its own), so its handlers have their state even if
+    no live message ever comes; live messages below that end were replayed and
+    are skipped. Should a live message get there first, it replays up to itself.
+    """
 
     def __init__(self, handlers: list[SealedHandler], replay: PartitionReplay, send: Any) -> None:
         self.handlers = handlers
@@ -40,36 +46,73 @@ class Feeder:
         self.send = send
         self.next_offset: dict[int, int] = {}
         self.assigned: set[int] = set()
-        self.lock = asyncio.Lock()
+        self.epoch: dict[int, int] = defaultdict(int)  # moves on at every assign and revoke of a partition
+        self.locks: dict[int, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.tasks: set[asyncio.Task[bool]] = set()
 
-    def assign(self, partitions: list[int]) -> None:
+    def assign(self, partitions: list[int]) -> list[int]:
+        """Fresh handler state for partitions not yet held; returns them (they need a `catch_up`)."""
+        new = []
         for p in partitions:
             if p not in self.assigned:
                 self.assigned.add(p)
+                self.epoch[p] += 1
                 self.next_offset.pop(p, None)
                 for h in self.handlers:
                     h.assign(p)
+                new.append(p)
+        return new
 
     def revoke(self, partitions: list[int]) -> None:
         for p in partitions:
             self.assigned.discard(p)
+            self.epoch[p] += 1
             self.next_offset.pop(p, None)
             for h in self.handlers:
                 h.revoke(p)
 
-    async def feed(self, partition: int, messages: list[tuple[int, bytes]]) -> None:
-        """Live messages of one partition (offset, value), in offset order."""
-        if partition not in self.assigned:
-            return
-        if partition not in self.next_offset:
-            first = messages[0][0]
-            log.info("replaying ledger.entries[%d] from 0 to %d", partition, first)
+    def catch_up_soon(self, partitions: list[int], retry: float = 1.0) -> None:
+        """Start replaying each partition to its end in the background (retried until it is done or revoked)."""
+        loop = asyncio.get_running_loop()
+
+        async def run(p: int, epoch: int) -> bool:
+            while self.epoch[p] == epoch:
+                try:
+                    return await self.catch_up(p)
+                except Exception:  # a broker hiccup: a quiet partition would otherwise never be replayed
+                    log.exception("replay of ledger.entries[%d] failed; retrying", p)
+                    await asyncio.sleep(retry)
+            return False
+
+        for p in partitions:
+            task = loop.create_task(run(p, self.epoch[p]))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def catch_up(self, partition: int, until: int | None = None) -> bool:
+        """Replay the partition from 0 below `until` (None: its end now) unless that was done since it was
+        assigned; False if it is no longer held."""
+        async with self.locks[partition]:
+            if partition not in self.assigned or partition in self.next_offset:
+                return partition in self.assigned
+            epoch = self.epoch[partition]
 
             async def replayed(values: list[bytes]) -> None:
-                self.handle(partition, values, replay=True)
+                if self.epoch[partition] == epoch:
+                    self.handle(partition, values, replay=True)
 
-            await self.replay(partition, first, replayed)
-            self.next_offset[partition] = first
+            log.info("replaying ledger.entries[%d] from 0 to %s", partition, "its end" if until is None else until)
+            end = await self.replay(partition, until, replayed)
+            if self.epoch[partition] != epoch:
+                return False
+            self.next_offset[partition] = end
+            await self.flush(partition)
+            return True
+
+    async def feed(self, partition: int, messages: list[tuple[int, bytes]]) -> None:
+        """Live messages of one partition (offset, value), in offset order."""
+        if partition not in self.assigned or not await self.catch_up(partition, messages[0][0]):
+            return
         fresh = [v for off, v in messages if off >= self.next_offset[partition]]
         if not fresh:
             return
@@ -147,7 +190,7 @@ def build_app(settings: Settings, handlers: list[SealedHandler] | None = None) -
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
-        feeder.assign([tp.partition for tp in assigned if tp.topic == entries])
+        feeder.catch_up_soon(feeder.assign([tp.partition for tp in assigned if tp.topic == entries]))
 
     return app
 

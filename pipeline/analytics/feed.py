@@ -4,10 +4,12 @@ Every model of the analytics process is a `SealedHandler`. The app gives each
 handler the same decoded batches of one `ledger.entries` partition, in leaf
 order, and sends what `drain` returns. A handler's state for a partition is a
 pure function of that partition's entries from offset 0: when a partition is
-assigned (start, restart after kill -9, rebalance), the app first replays it
-from the beginning (`replay=True`) and only then hands over live batches. So a
-restarted process reproduces every row exactly, and there is one commit point,
-the ledger itself; nothing is checkpointed beside it.
+assigned (start, restart after kill -9, rebalance), the app replays it from the
+beginning up to its end at that moment (`replay=True`), at once rather than when
+the next live message arrives (after a restart on a quiet stream none may come),
+and only then hands over live batches from that offset on. So a restarted
+process reproduces every row exactly, and there is one commit point, the ledger
+itself; nothing is checkpointed beside it.
 """
 
 from __future__ import annotations
@@ -62,17 +64,17 @@ def decode_messages(values: list[bytes], where: str) -> list[SealedEvent]:
 
 
 class PartitionReplay:
-    """Reads one `ledger.entries` partition from offset 0 up to (not including) an offset."""
+    """Reads one `ledger.entries` partition from offset 0 up to (not including) an offset, or its end."""
 
     def __init__(self, bootstrap: str, topic: str, chunk: int = 200) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
         self.chunk = chunk
 
-    async def __call__(self, partition: int, until: int,
+    async def __call__(self, partition: int, until: int | None,
                        feed: Callable[[list[bytes]], Awaitable[None]]) -> int:
-        """Hand every value below `until` to `feed` in chunks; return how many messages were read."""
-        if until <= 0:
+        """Hand every value below `until` (None: the partition's end now) to `feed` in chunks; return `until`."""
+        if until is not None and until <= 0:
             return 0
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
                                     client_id="provenance-analytics-replay",
@@ -82,6 +84,10 @@ class PartitionReplay:
         try:
             tp = TopicPartition(self.topic, partition)
             consumer.assign([tp])
+            if until is None:
+                until = int((await consumer.end_offsets([tp]))[tp])
+                if until <= 0:
+                    return 0
             await consumer.seek_to_beginning(tp)
             idle = 0
             while True:
@@ -101,4 +107,5 @@ class PartitionReplay:
                         log.warning("replay of %s[%d] waits for offset %d", self.topic, partition, until - 1)
         finally:
             await consumer.stop()
-        return read
+        log.info("replayed %d messages of %s[%d] (offsets below %d)", read, self.topic, partition, until)
+        return until

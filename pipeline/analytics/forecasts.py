@@ -113,7 +113,7 @@ class DemandForecasts:
             return
         waited = time.monotonic() - (self.first_drain or time.monotonic())
         if not set(self.parts) <= self.ready and waited < _GRACE:
-            return  # a round on partly replayed partitions would see part of the history; empty ones never drain
+            return  # a round on partly replayed partitions would see part of the history
         marks = [p.watermark for p in self.parts.values() if p.watermark is not None]
         if not marks:
             return

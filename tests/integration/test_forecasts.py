@@ -57,8 +57,6 @@ def sql(url: str, query: str) -> list[list[Any]]:
     return list(body["rows"])
 
 
-@pytest.mark.xfail(strict=False, reason="known defect: after the analytics process is killed mid-fit and "
-                   "restarted, no forecast round covering every series arrives within 300 s")
 def test_every_series_forecast_and_a_killed_fit_loses_nothing(pipeline_settings: Any, tmp_path: Path) -> None:
     settings = pipeline_settings
     env = settings_env(settings)
