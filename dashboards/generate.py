@@ -52,7 +52,12 @@ class Dialect:
 
 
 class Snapshot(Dialect):
-    """The DuckDB data source: Grafana's SQL macros, expanded by the plugin's backend."""
+    """The DuckDB data source: sqlds macros, expanded by the plugin's backend after the front end's variables.
+
+    The plugin's front end interpolates every variable it knows with the `sqlstring` format before the
+    backend sees the SQL, so `$__interval_ms` (a variable of the panel's request) arrives as `'60000'`;
+    a query the backend expands alone (alerting) gets `60000`. The cast reads both as a number.
+    """
 
     datasource = DUCKDB
 
@@ -60,7 +65,7 @@ class Snapshot(Dialect):
         return f"$__timeFilter({column})"
 
     def interval_ms(self) -> str:
-        return "$__interval_ms"
+        return "CAST($__interval_ms AS BIGINT)"
 
 
 class Live(Dialect):
@@ -291,10 +296,16 @@ def infinity_target(sql: str, columns: list[tuple[str, str]], ref: str = "A") ->
     }
 
 
+# The DuckDB plugin's query `format` is sqlds' FormatQueryOption, a number (grafana-plugin-sdk-go
+# data/sqlutil/query.go; @grafana/plugin-ui's QueryFormat enum): a string does not unmarshal.
+FORMAT_TIME_SERIES, FORMAT_TABLE = 0, 1
+
+
 def duckdb_target(sql: str, kind: str, columns: list[tuple[str, str]], ref: str = "A") -> dict[str, Any]:
+    """A DuckDB plugin query: raw SQL in the code editor; long (time, metric, value) rows become series."""
     long_form = [c[0] for c in columns] == ["time", "metric", "value"]
     return {"refId": ref, "datasource": DUCKDB, "rawSql": sql, "rawQuery": True, "editorMode": "code",
-            "format": "time_series" if kind == "timeseries" and long_form else "table"}
+            "format": FORMAT_TIME_SERIES if kind == "timeseries" and long_form else FORMAT_TABLE}
 
 
 def field_config(panel: Panel | PromPanel) -> dict[str, Any]:

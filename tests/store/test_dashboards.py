@@ -1,10 +1,13 @@
 """Grafana's provisioning and dashboards, checked without Grafana.
 
 Every panel names a provisioned data source; every panel's query, with
-Grafana's macros and variables expanded the way its data source expands them,
-runs against a fixture store and returns rows: Infinity queries through the
-store's real HTTP API, DuckDB queries with a real DuckDB 1.5 (the version the
-plugin embeds) on a snapshot the store published.
+Grafana's variables and each plugin's macros expanded the way they are
+(tests/grafana_plugins.py ports them from their sources), runs against a
+fixture store and returns rows its plugin can frame: Infinity requests,
+built from the provisioned data source, through the store's real HTTP API;
+DuckDB queries with a real DuckDB 1.5 (the version the plugin embeds) on a
+snapshot the store published. tests/store/test_grafana_plugins.py checks
+the files field by field against the plugins' settings and query models.
 """
 
 from __future__ import annotations
@@ -17,12 +20,16 @@ import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl
 
 import aiohttp
+import grafana_plugins as plugins
 import pytest
 import yaml
 from aiohttp import web
 from duckdb15 import read_with_duckdb15
+from grafana_files import COMPOSE_ENV, DASHBOARDS, dashboards, panels, provisioned_with
+from grafana_plugins import Request
 from ledger_fixture import build_ledger
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -32,8 +39,6 @@ from pipeline.store.db import Database, IngestBatch
 from pipeline.store.http import Api
 from pipeline.store.snapshot import publish_snapshot, scratch_paths
 
-ROOT = Path(__file__).resolve().parents[2]
-DASHBOARDS = ROOT / "dashboards"
 NOW = datetime.now(timezone.utc)
 # The range a user would pick to see the fixture: its event times (March 2026) up to now.
 START, END = datetime(2026, 1, 1, tzinfo=timezone.utc), NOW + timedelta(days=1)
@@ -43,26 +48,13 @@ INTERVAL_MS = 60_000
 # ---- provisioning ----------------------------------------------------------------------------
 
 
-def provisioned() -> dict[str, dict[str, Any]]:
-    text = (DASHBOARDS / "provisioning/datasources/provenance.yaml").read_text()
-    return {ds["uid"]: ds for ds in yaml.safe_load(text)["datasources"]}
-
-
-def dashboards() -> dict[str, dict[str, Any]]:
-    return {p.stem: json.loads(p.read_text()) for p in sorted((DASHBOARDS / "json").glob("*.json"))}
-
-
-def panels(board: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for p in board["panels"] if p["type"] != "row"]
-
-
 def test_dashboard_json_is_generated_from_the_panel_list() -> None:
     done = subprocess.run([sys.executable, str(DASHBOARDS / "generate.py"), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
 
 def test_every_panel_and_variable_uses_a_provisioned_data_source() -> None:
-    sources = provisioned()
+    sources = provisioned_with(COMPOSE_ENV)
     assert {ds["type"] for ds in sources.values()} == {
         "yesoreyeram-infinity-datasource", "motherduck-duckdb-datasource", "prometheus"}
     boards = dashboards()
@@ -96,84 +88,6 @@ def test_prometheus_panels_ask_for_metrics_the_processes_expose() -> None:
     asked = {name for board in dashboards().values() for p in panels(board) for t in p["targets"]
              if "expr" in t for name in re.findall(r"\bprovenance_\w+", t["expr"])}
     assert asked and asked <= exposed, asked - exposed
-
-
-# ---- macro expansion -------------------------------------------------------------------------
-
-
-def rfc3339(t: datetime) -> str:
-    return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _macro_calls(text: str, name: str) -> list[tuple[str, list[str]]]:
-    """Each `$__name(args)` in text with its arguments (balanced parentheses, as Grafana's sqlutil parses)."""
-    out = []
-    for m in re.finditer(rf"\$__{name}\b", text):
-        rest, depth, args, arg = text[m.end():], 0, [], ""
-        if not rest.startswith("("):
-            out.append((m.group(0), []))
-            continue
-        for i, ch in enumerate(rest):
-            if ch == "(":
-                depth += 1
-                if depth == 1:
-                    continue
-            elif ch == ")":
-                depth -= 1
-                if depth == 0:
-                    args.append(arg.strip())
-                    out.append((m.group(0) + rest[: i + 1], args))
-                    break
-            elif ch == "," and depth == 1:
-                args.append(arg.strip())
-                arg = ""
-                continue
-            arg += ch
-    return out
-
-
-def expand_sqlds(sql: str) -> str:
-    """The DuckDB plugin's backend macros (grafana-plugin-sdk-go sqlutil.DefaultMacros)."""
-    for full, (column,) in _macro_calls(sql, "timeFilter"):
-        sql = sql.replace(full, f"{column} >= '{rfc3339(START)}' AND {column} <= '{rfc3339(END)}'")
-    return sql.replace("$__interval_ms", str(INTERVAL_MS))
-
-
-def expand_template(text: str, values: dict[str, str], sql_quote: bool) -> str:
-    """Grafana's front-end interpolation: global and dashboard variables, with their formats."""
-    def sqlstring(v: str) -> str:
-        return "'" + v.replace("'", "''") + "'"
-
-    def replace(m: re.Match[str]) -> str:
-        name, fmt = m.group(1) or m.group(3), m.group(2)
-        value = {"__from": str(int(START.timestamp() * 1000)), "__to": str(int(END.timestamp() * 1000)),
-                 "__interval_ms": str(INTERVAL_MS), **values}.get(name)
-        if value is None:
-            return m.group(0)
-        if fmt == "sqlstring" or (fmt is None and sql_quote and not name.startswith("__")):
-            return sqlstring(value)
-        assert fmt is None, f"format {fmt} not expanded here"
-        return value
-
-    return re.sub(r"\$\{(\w+)(?::(\w+))?\}|\$(\w+)", replace, text)
-
-
-def assert_expanded(text: str) -> None:
-    assert not re.search(r"\$\{?\w", text), f"unexpanded macro or variable in {text}"
-
-
-def duckdb_sql(target: dict[str, Any], values: dict[str, str]) -> str:
-    sql = expand_sqlds(expand_template(target["rawSql"], values, sql_quote=True))
-    assert_expanded(sql)
-    return sql
-
-
-def infinity_body(target: dict[str, Any], values: dict[str, str]) -> tuple[str, bytes]:
-    assert target["type"] == "json" and target["source"] == "url" and target["url_options"]["method"] == "POST"
-    body = expand_template(target["url_options"]["data"], values, sql_quote=False)
-    assert_expanded(body)
-    json.loads(body)  # still JSON once interpolated
-    return target["url"], body.encode()
 
 
 # ---- the fixture store -----------------------------------------------------------------------
@@ -237,6 +151,21 @@ def first_value(rows: list[dict[str, Any]] | list[list[Any]], what: str) -> str:
     return str(next(iter(row.values())) if isinstance(row, dict) else row[0])
 
 
+def check_infinity_rows(title: str, target: dict[str, Any], rows: Any) -> None:
+    """The rows Infinity's backend frames: every column's selector, and values it reads as that type."""
+    assert isinstance(rows, list) and rows, f"{title}: no rows"
+    for col in target["columns"]:
+        values = [r[col["selector"]] for r in rows if col["selector"] in r]
+        assert len(values) == len(rows), f"{title}: {col['selector']} missing"
+        present = [v for v in values if v is not None]
+        if col["type"] == "timestamp":
+            assert present, f"{title}: {col['selector']} is always null"
+            unread = [v for v in present if not (isinstance(v, str) and plugins.infinity_reads_as_time(v))]
+            assert not unread, f"{title}: Infinity reads no time from {unread[:3]}"
+        elif col["type"] == "number":
+            assert all(type(v) in (int, float) for v in present), f"{title}: {col['selector']} not numbers"
+
+
 def test_every_live_panel_query_returns_rows_through_the_http_api(store: Path, tmp_path: Path) -> None:
     board = dashboards()["provenance-live"]
 
@@ -248,34 +177,34 @@ def test_every_live_panel_query_returns_rows_through_the_http_api(store: Path, t
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
         base = "http://%s:%d" % runner.addresses[0][:2]
+        # The provisioned data source, with Grafana's environment pointing at this store.
+        live = provisioned_with({**COMPOSE_ENV, "PROVENANCE_STORE_URL": base})["provenance-live"]
+        settings = plugins.infinity_settings(live)
         try:
             async with aiohttp.ClientSession() as http:
-                async def run(target: dict[str, Any], values: dict[str, str]) -> list[dict[str, Any]]:
-                    url, body = infinity_body(target, values)
-                    async with http.post(base + url, data=body, headers={
-                            "content-type": target["url_options"]["body_content_type"]}) as resp:
+                async def send(call: plugins.HttpCall) -> Any:
+                    async with http.request(call.method, call.url, data=call.body, headers=call.headers) as resp:
                         answer = await resp.json()
-                        assert resp.status == 200, answer
-                    rows: list[dict[str, Any]] = answer[target["root_selector"]]
-                    return rows
+                        assert resp.status == 200, answer  # Infinity fails a panel on any other status
+                    return answer
 
+                await send(plugins.infinity_request({"url": live["jsonData"]["customHealthCheckUrl"]},
+                                                    settings, Request(START, END, INTERVAL_MS)))
                 values: dict[str, str] = {}
                 for var in board["templating"]["list"]:
-                    assert var["query"]["queryType"] == "infinity"
-                    values[var["name"]] = first_value(await run(var["query"]["infinityQuery"], values), var["name"])
+                    target = var["query"]["infinityQuery"]
+                    call = plugins.infinity_request(target, settings, Request(START, END, INTERVAL_MS, values))
+                    rows = plugins.gjson_rows(await send(call), target["root_selector"])
+                    values[var["name"]] = first_value(rows, var["name"])
+                req = Request(START, END, INTERVAL_MS, values)
                 for panel in panels(board):
                     for target in panel["targets"]:
                         if target["datasource"]["type"] == "prometheus":
                             continue
-                        rows = await run(target, values)
-                        assert rows, f"{panel['title']}: no rows"
-                        for col in target["columns"]:
-                            assert all(col["selector"] in r for r in rows), f"{panel['title']}: {col['selector']}"
-                            if col["type"] == "timestamp":
-                                assert any(r[col["selector"]] is not None for r in rows), panel["title"]
-                                for r in rows:
-                                    if r[col["selector"]] is not None:
-                                        datetime.fromisoformat(r[col["selector"]])
+                        call = plugins.infinity_request(target, settings, req)
+                        assert not re.search(r"\$\{?\w", call.body.decode()), f"{panel['title']}: unexpanded"
+                        answer = await send(call)
+                        check_infinity_rows(panel["title"], target, plugins.gjson_rows(answer, target["root_selector"]))
         finally:
             await runner.cleanup()
             db.close()
@@ -291,6 +220,13 @@ async def _no_status() -> dict[str, Any]:
     return {}
 
 
+# How the DuckDB plugin frames a column (its converters over sqlutil's): numbers, times, text. HUGEINT
+# (what sum() of integers gives) would arrive as text, and unsigned integers cannot be null.
+DUCKDB_FRAMED = re.compile(r"(TINYINT|SMALLINT|INTEGER|BIGINT|FLOAT|DOUBLE|DECIMAL\(\d+,\d+\)|BOOLEAN|VARCHAR"
+                           r"|DATE|TIMESTAMP|TIMESTAMP WITH TIME ZONE)")
+DUCKDB_TIMES = {"DATE", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE"}
+
+
 def test_every_snapshot_panel_query_returns_rows_in_duckdb_1_5(store: Path, tmp_path: Path) -> None:
     board = dashboards()["provenance-snapshot"]
     copy = tmp_path / "store.duckdb"
@@ -303,14 +239,33 @@ def test_every_snapshot_panel_query_returns_rows_in_duckdb_1_5(store: Path, tmp_
         db.close()
     values: dict[str, str] = {}
     for var in board["templating"]["list"]:
-        result = read_with_duckdb15(snapshot, [duckdb_sql({"rawSql": var["query"]}, values)])
-        values[var["name"]] = first_value(result["results"][0]["rows"], var["name"])
-    queries = [(p["title"], duckdb_sql(t, values)) for p in panels(board) for t in p["targets"]]
-    result = read_with_duckdb15(snapshot, [sql for _, sql in queries])
+        sql = plugins.duckdb_variable_sql(var["query"], Request(START, END, INTERVAL_MS, values))
+        values[var["name"]] = first_value(read_with_duckdb15(snapshot, [sql])["results"][0]["rows"], var["name"])
+    req = Request(START, END, INTERVAL_MS, values)
+    found = [(p, t) for p in panels(board) for t in p["targets"]]
+    # As a dashboard sends them (front end, then backend), and as the backend alone expands them
+    # (alerting), for panels without dashboard variables.
+    queries = [(p["title"], plugins.duckdb_sql(t, req)) for p, t in found]
+    queries += [(p["title"] + " (backend only)", plugins.duckdb_sql(t, req, front_end=False)) for p, t in found
+                if "${" not in t["rawSql"]]
+    for title, sql in queries:
+        assert "$" not in sql, f"{title}: unexpanded macro or variable in {sql}"
+    result = read_with_duckdb15(snapshot, [sql for _, sql in queries] + [f"DESCRIBE {sql}" for _, sql in queries]
+                                + ["SELECT name FROM duckdb_settings()"])
     assert result["version"].startswith("1.5.")
-    for (title, _), answer in zip(queries, result["results"]):
+    answers, described = result["results"][:len(queries)], result["results"][len(queries):-1]
+    for (title, _), answer, columns in zip(queries, answers, described):
         assert answer["rows"], f"{title}: no rows"
-    by_title = dict(zip([t for t, _ in queries], result["results"]))
+        types = {row[0]: row[1] for row in columns["rows"]}
+        unframed = {c: t for c, t in types.items() if not DUCKDB_FRAMED.fullmatch(t)}
+        assert not unframed, f"{title}: the plugin does not frame {unframed}"
+    for (panel, target), columns in zip(found, described):
+        if panel["type"] == "timeseries":
+            assert {row[1] for row in columns["rows"]} & DUCKDB_TIMES, f"{panel['title']}: no time column"
+    # The data source's DSN parameters are DuckDB settings (duckdb-go sets each as a config option).
+    path = provisioned_with(COMPOSE_ENV)["provenance-snapshot"]["jsonData"]["path"]
+    assert set(dict(parse_qsl(path.partition("?")[2]))) <= {r[0] for r in result["results"][-1]["rows"]}
+    by_title = dict(zip([t for t, _ in queries], answers))
     demand = next(v for t, v in by_title.items() if t.startswith("Demand and forecast"))
     cols = demand["columns"]
     assert cols == ["time", "actual", "forecast", "lower_80", "upper_80", "lower_95", "upper_95"]
