@@ -12,7 +12,7 @@ from pipeline.core.ensemble import Ensemble
 from pipeline.core.ets import ETS
 from pipeline.core.forecaster import Forecaster, SeasonalMedian, SeasonalNaive, forecaster_from_json
 from pipeline.core.intermittent import TSB
-from pipeline.core.prophet_model import ProphetForecaster
+from pipeline.core.prophet_model import ProphetForecaster, point_forecast
 from pipeline.errors import ConfigError
 
 FIRST = date(2026, 1, 5)
@@ -108,6 +108,22 @@ def test_prophet_refits_warm_and_keeps_json_parameters() -> None:
     state = json.loads(json.dumps(m.to_json()))
     assert state["state"]["init"]["k"] == pytest.approx(m.init["k"])
     assert json.loads(m.to_prophet_json() or "{}")["history"]  # Prophet's own JSON, not pickle
+
+
+@pytest.mark.parametrize("days,holidays,mode", [(120, False, "additive"), (800, True, "additive"),
+                                                 (200, True, "multiplicative")], ids=["weekly", "yearly+holidays", "mult"])
+def test_prophet_point_forecast_is_prophets_own_predict(days: int, holidays: bool, mode: str) -> None:
+    import pandas as pd
+
+    rng = np.random.default_rng(days)
+    y = weekly(days, 5) * (1 + 0.3 * np.cos(np.arange(days) * 2 * np.pi / 365.25)) + rng.poisson(3, days)
+    m = fitted(ProphetForecaster(region="EU", holidays=holidays, seasonality_mode=mode), y)
+    m.forecast(28)
+    model = m._model
+    assert model is not None and (len(model.seasonalities) == 2) == (days >= 731)
+    assert (model.holidays is not None) == holidays
+    future = pd.DataFrame({"ds": pd.date_range(model.history["ds"].iloc[-1] + pd.Timedelta(days=1), periods=28)})
+    assert point_forecast(model, future) == pytest.approx(model.predict(future)["yhat"].to_numpy(), rel=1e-9, abs=1e-9)
 
 
 def test_ensemble_weights_follow_recent_errors() -> None:
