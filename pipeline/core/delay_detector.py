@@ -64,7 +64,10 @@ class Verdict(NamedTuple):
 
 
 class _Ship:
-    __slots__ = ("id", "lane", "promise", "events", "ids", "timer", "learned", "next_check", "fresh", "version")
+    """One shipment in transit: its events in event time and what the judges read of them."""
+
+    __slots__ = ("id", "lane", "promise", "events", "ids", "timer", "learned", "next_check", "fresh", "version",
+                 "_terminal", "_delivered", "_planned", "_inverted", "stage_i")
 
     def __init__(self, sid: str, lane: Lane, promise: float | None) -> None:
         self.id, self.lane, self.promise = sid, lane, promise
@@ -75,22 +78,41 @@ class _Ship:
         self.next_check = -math.inf
         self.fresh = True  # an event arrived since the last at-risk check
         self.version = 0  # events taken so far
+        self._terminal: Seen | None = None
+        self._delivered: Seen | None = None
+        self._planned: float | None = None
+        self._inverted = False
+        self.stage_i: int | None = None  # position of the last lifecycle event
+
+    def add(self, seen: Seen) -> None:
+        """Take a new event; what depends only on the events is worked out here, once."""
+        self.events.append(seen)
+        self.events.sort(key=_event_order)
+        self.fresh = True
+        self.version += 1
+        self._terminal = next((e for e in self.events if e.type in TERMINAL), None)
+        self._delivered = next((e for e in self.events if e.type == "delivered"), None)
+        created = next((e for e in self.events if e.type == "created"), None)
+        self._planned = (None if self.promise is None or created is None or self.promise <= created.time
+                         else self.promise - created.time)
+        self._inverted = self._order_broken()
+        self.stage_i = max((i for i, e in enumerate(self.events) if e.type in RANK), default=None)
 
     def terminal(self) -> Seen | None:
-        return next((e for e in self.events if e.type in TERMINAL), None)
+        return self._terminal
 
-    def first(self, kind: str) -> Seen | None:
-        return next((e for e in self.events if e.type == kind), None)
+    def delivered(self) -> Seen | None:
+        return self._delivered
 
     def planned(self) -> float | None:
         """The promised transit time: promise minus creation, when both are known."""
-        created = self.first("created")
-        if self.promise is None or created is None or self.promise <= created.time:
-            return None
-        return self.promise - created.time
+        return self._planned
 
     def inverted(self) -> bool:
         """Whether the known events, in event time, go back in the lifecycle or end twice."""
+        return self._inverted
+
+    def _order_broken(self) -> bool:
         top, ends = -1, 0
         for e in self.events:
             rank = _ORDER.get(e.type)
@@ -108,6 +130,10 @@ class _Ship:
             if e.type in RANK:
                 return e
         return None
+
+
+def _event_order(s: Seen) -> tuple[float, int, int]:
+    return (s.time, _ORDER.get(s.type, -1), s.leaf_index)
 
 
 def _text(fn: Callable[..., str], *args: Any) -> Callable[[], str]:
@@ -176,11 +202,7 @@ class DelayDetector:
             ship = self.ships[sid] = _Ship(sid, lane, promise)
         if ev.event_id not in ship.ids:  # a producer retry of the same event changes nothing
             ship.ids.add(ev.event_id)
-            seen = seen_of(ev)
-            ship.events.append(seen)
-            ship.events.sort(key=lambda s: (s.time, _ORDER.get(s.type, -1), s.leaf_index))
-            ship.fresh = True
-            ship.version += 1
+            ship.add(seen_of(ev))
         self.judge(ship)
         self.fire()
 
@@ -191,7 +213,8 @@ class DelayDetector:
             ship = self.ships.get(sid)
             if ship is not None and ship.timer == deadline:
                 ship.timer = math.inf
-                self.judge(ship)
+                limit = self._only_risk_due(ship, w) if deadline == ship.next_check else None
+                self.judge(ship, open_limit=limit)
         while self.expired_order and self.expired_order[0][0] <= w:
             _, sid = self.expired_order.popleft()
             self.expired.pop(sid, None)
@@ -209,9 +232,27 @@ class DelayDetector:
 
     # ---- judging one shipment -----------------------------------------------------------
 
-    def judge(self, ship: _Ship) -> None:
+    def _only_risk_due(self, ship: _Ship, w: float) -> float | None:
+        """At an at-risk check: the open gap's limit if nothing but the risk can have changed, else None.
+
+        Late, silent and dwell verdicts move with the watermark only once it passes the promise or
+        the open gap's limit, and those instants have timers of their own.
+        """
+        if ship.terminal() is not None or ship.inverted():
+            return None
+        if ship.promise is not None and w >= ship.promise + self.late_tolerance:
+            return None
+        limit = self._open_limit(ship)
+        return limit if ship.events[-1].time + limit > w else None
+
+    def judge(self, ship: _Ship, open_limit: float | None = None) -> None:
+        """Every verdict on one shipment; given `open_limit` (see `_only_risk_due`), only the risk."""
         w = self.watermark
         terminal = ship.terminal()
+        if open_limit is not None:
+            self.put(ship, "at_risk", self.at_risk(ship, terminal, w), withdrawable=False)
+            self.schedule(ship, terminal, w, open_limit)
+            return
         judges = (("late", self.late), ("silent", self.silent), ("dwell", self.dwell))
         for kind, judge_kind in judges:
             # A row stands until a new event of its shipment says otherwise: a model that has
@@ -221,7 +262,7 @@ class DelayDetector:
         if ship.inverted() and self.row_version.get((ship.id, "sequence")) != ship.version:
             self.put(ship, "sequence", self.sequence(ship, w), withdrawable=False)
         self.put(ship, "at_risk", self.at_risk(ship, terminal, w), withdrawable=False)
-        delivered = ship.first("delivered")
+        delivered = ship.delivered()
         if delivered is not None and not ship.learned and delivered.time <= w:
             ship.learned = True
             order = self.rows.get((ship.id, "sequence"))
@@ -350,7 +391,7 @@ class DelayDetector:
             return None if row is None else self._closed(row, "resolved")
         if self.max_time >= ship.promise:  # a warning is worth raising only before the promise
             return None if row is None else self._closed(row, row.status)
-        stage_i = max((i for i, e in enumerate(ship.events) if e.type in RANK), default=None)
+        stage_i = ship.stage_i
         if stage_i is None:
             return None if row is None else self._closed(row, row.status)
         stage = ship.events[stage_i]
@@ -402,12 +443,14 @@ class DelayDetector:
         self.rows[key] = self.pending[key] = new
         self.row_version[key] = ship.version
 
-    def schedule(self, ship: _Ship, terminal: Seen | None, w: float) -> None:
+    def schedule(self, ship: _Ship, terminal: Seen | None, w: float, open_limit: float | None = None) -> None:
         last = ship.events[-1].time
         if terminal is not None:
             expiry = max(terminal.time, last) + self.retention
         else:  # a shipment gone quiet is kept until its silence could be judged, and its promise passed
-            expiry = max(last + self._open_limit(ship), ship.promise or last) + self.retention
+            if open_limit is None:
+                open_limit = self._open_limit(ship)
+            expiry = max(last + open_limit, ship.promise or last) + self.retention
         if expiry <= w:
             self.expire(ship)
             return
@@ -417,9 +460,9 @@ class DelayDetector:
                 candidates.append(ship.promise + self.late_tolerance)
                 if ship.next_check < ship.promise:
                     candidates.append(ship.next_check)
-            candidates.append(last + self._open_limit(ship))
-        elif ship.first("delivered") is not None:
-            candidates.append(ship.first("delivered").time)  # type: ignore[union-attr]
+            candidates.append(last + open_limit)  # type: ignore[operator]
+        elif (delivered := ship.delivered()) is not None:
+            candidates.append(delivered.time)
         if ship.inverted():  # an impossible order is judged once the lateness buffer closes on it
             candidates.append(last)
         deadline = min((c for c in candidates if c > w), default=expiry)

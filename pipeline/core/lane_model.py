@@ -13,12 +13,10 @@ to mode. Everything is a pure function of the trips learned, in order.
 
 from __future__ import annotations
 
-import bisect
-from collections import deque
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from pipeline.core.quantile_window import QuantileWindow
+from pipeline.core.quantile_window import PairWindow, QuantileWindow
 
 LIFECYCLE = ("created", "picked_up", "departed", "arrived", "out_for_delivery", "delivered")
 RANK = {t: i for i, t in enumerate(LIFECYCLE)}
@@ -82,26 +80,6 @@ class Risk(NamedTuple):
     scaled: bool = False
 
 
-class _Pairs:
-    """The last `size` (time in stage, time from leaving it to delivery) pairs, also sorted by the first."""
-
-    __slots__ = ("size", "order", "sorted", "totals")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.order: deque[tuple[float, float]] = deque()
-        self.sorted: list[tuple[float, float]] = []
-        self.totals = QuantileWindow(size)
-
-    def add(self, d: float, r: float) -> None:
-        if len(self.order) == self.size:
-            old = self.order.popleft()
-            del self.sorted[bisect.bisect_left(self.sorted, old)]
-        self.order.append((d, r))
-        bisect.insort(self.sorted, (d, r))
-        self.totals.add(d + r)
-
-
 class _Scope:
     """One lane, carrier×mode or mode: windows in seconds and relative to the promised transit."""
 
@@ -111,8 +89,8 @@ class _Scope:
         self.deliveries = 0
         self.raw = {s: QuantileWindow(window) for s in STAGES}
         self.rel = {s: QuantileWindow(window) for s in STAGES}
-        self.pairs_raw = {s: _Pairs(window) for s in STAGES}
-        self.pairs_rel = {s: _Pairs(window) for s in STAGES}
+        self.pairs_raw = {s: PairWindow(window) for s in STAGES}
+        self.pairs_rel = {s: PairWindow(window) for s in STAGES}
 
 
 class _Choice(NamedTuple):
@@ -123,6 +101,7 @@ class _Choice(NamedTuple):
     q_rel: float
     n_raw: int
     n_rel: int
+    raw: Threshold  # the gap threshold in seconds
 
 
 def _spread(w: QuantileWindow, q: float) -> float:
@@ -157,7 +136,8 @@ class LaneDelayModel:
         self.name = f"lane-delay/1 (window {window}, q{quantile:g})"
         self._scopes: dict[Lane, _Scope] = {}
         self._dwell: dict[tuple[str, str, str], QuantileWindow] = {}
-        self._cache: dict[tuple[Lane, str], tuple[tuple[int, ...], _Choice | None]] = {}
+        self._dwell_cache: dict[tuple[str, str, str], tuple[int, int | None, Threshold | None]] = {}
+        self._cache: dict[tuple[Lane, str], tuple[tuple[_Scope, ...] | None, tuple[int, ...], _Choice | None]] = {}
 
     # ---- learning -----------------------------------------------------------------------
 
@@ -207,28 +187,46 @@ class LaneDelayModel:
         return found
 
     def _choice(self, lane: Lane, stage: str) -> _Choice | None:
-        """The scope to judge `stage` of `lane` by, and its quantiles; cached until one of its scopes learns."""
-        get = self._scopes.get
-        version = tuple([-1 if s is None else s.deliveries for s in [get(k) for k in lane.scopes()]])
+        """The scope to judge `stage` of `lane` by, and its quantiles; cached until its scopes learn enough.
+
+        Quantiles of a window barely move with one more sample: the choice is worked out again
+        once one of the lane's three scopes has 1/16 more deliveries (at least 2) than it had then.
+        """
         cached = self._cache.get((lane, stage))
-        # Quantiles of a window barely move with one more sample: refreshed after 1/16 more deliveries.
         if cached is not None:
-            (a0, a1, a2), (b0, b1, b2) = version, cached[0]
-            if (abs(a0 - b0) <= max(2, b0 // 16) and abs(a1 - b1) <= max(2, b1 // 16)
-                    and abs(a2 - b2) <= max(2, b2 // 16)):
-                return cached[1]
+            refs, marks, choice = cached
+            if refs is not None:
+                if (refs[0].deliveries <= marks[0] and refs[1].deliveries <= marks[1]
+                        and refs[2].deliveries <= marks[2]):
+                    return choice
+            else:
+                get = self._scopes.get
+                now = [-1 if x is None else x.deliveries for x in [get(k) for k in lane.scopes()]]
+                if now[0] <= marks[0] and now[1] <= marks[1] and now[2] <= marks[2]:
+                    return choice
+        get = self._scopes.get
+        keys = lane.scopes()
+        scopes = [get(k) for k in keys]
+        version = [-1 if x is None else x.deliveries for x in scopes]
+        limits = [b + max(2, b // 16) for b in version]
+        refs = tuple(x for x in scopes if x is not None)
         choice = None
         found = self._scope(lane, stage)
         if found is not None:
             key, scope = found
+            if scope.deliveries >= self.min_deliveries:  # coarser scopes no longer matter
+                for i in range(keys.index(key) + 1, 3):
+                    limits[i] = 1 << 62
             raw, rel = scope.raw[stage], scope.rel[stage]
             # A fallback scope mixes lanes of different lengths: read it relative to the promised
             # transit when that spreads less than seconds do.
             relative = (key.origin == "*" and len(rel) >= self.min_samples
                         and _spread(rel, self.quantile) < _spread(raw, self.quantile))
-            choice = _Choice(key, scope, relative, raw.quantile(self.quantile),
-                             rel.quantile(self.quantile) if rel else 0.0, len(raw), len(rel))
-        self._cache[(lane, stage)] = (version, choice)
+            q_raw = raw.quantile(self.quantile)
+            choice = _Choice(key, scope, relative, q_raw, rel.quantile(self.quantile) if rel else 0.0, len(raw),
+                             len(rel), Threshold(q_raw * self.silent_factor, q_raw, self.quantile, len(raw),
+                                                 scope_name(key)))
+        self._cache[(lane, stage)] = (refs if len(refs) == 3 else None, tuple(limits), choice)
         return choice
 
     def gap_threshold(self, lane: Lane, stage: str, planned: float | None = None) -> Threshold | None:
@@ -239,17 +237,32 @@ class LaneDelayModel:
         if planned and c.relative:
             q = c.q_rel * planned
             return Threshold(q * self.silent_factor, q, self.quantile, c.n_rel, scope_name(c.key), True)
-        return Threshold(c.q_raw * self.silent_factor, c.q_raw, self.quantile, c.n_raw, scope_name(c.key))
+        return c.raw
 
     def dwell_threshold(self, site: str, mode: str, stage: str) -> Threshold | None:
         """How long a shipment may stay at `site` in a dwell stage, or None with no history."""
         which = DWELL_STAGES[stage]
-        for key, scope in (((site, mode, which), "site"), (("*", mode, which), "mode")):
-            w = self._dwell.get(key)
+        key = (site, mode, which)
+        w = self._dwell.get(key)
+        version = -1 if w is None else w.count
+        cached = self._dwell_cache.get(key)
+        if cached is not None and cached[0] == version:
+            if cached[1] is None:  # judged by the site's own window
+                return cached[2]
+            site_wide = self._dwell.get(("*", mode, which))
+            if cached[1] == (-1 if site_wide is None else site_wide.count):
+                return cached[2]
+        found = None
+        for key_, scope in ((key, "site"), (("*", mode, which), "mode")):
+            w = self._dwell.get(key_)
             if w is not None and (len(w) >= self.min_deliveries or (scope == "mode" and len(w) >= self.min_samples)):
                 q = w.quantile(self.quantile)
-                return Threshold(q * self.dwell_factor, q, self.quantile, len(w), scope)
-        return None
+                found = Threshold(q * self.dwell_factor, q, self.quantile, len(w), scope)
+                break
+        site_wide = self._dwell.get(("*", mode, which))
+        wide = None if found is not None and found.scope == "site" else -1 if site_wide is None else site_wide.count
+        self._dwell_cache[key] = (version, wide, found)
+        return found
 
     def risk(self, lane: Lane, stage: str, entered: float, now: float, deadline: float,
              pending: float = 0.0, planned: float | None = None) -> Risk | None:
@@ -267,17 +280,16 @@ class LaneDelayModel:
         pairs = scope.pairs_raw[stage]
         if planned and c.relative:
             scale, pairs = planned, scope.pairs_rel[stage]
-        if not pairs.sorted:
+        if not pairs.n:
             return None
         elapsed = (now - entered) / scale
         slack = (deadline - now - pending) / scale
-        # Trips that stayed longer in this stage than this one has so far: a suffix of the sorted pairs.
-        longer = pairs.sorted[bisect.bisect_right(pairs.sorted, (elapsed, float("inf"))):]
+        # Among trips that stayed longer in this stage than this one has so far, those that overshot.
+        longer, over = pairs.longer_than(elapsed, slack)
         if longer:
-            p = len([0 for d, r in longer if d - elapsed + r > slack]) / len(longer)
+            p = over / longer
         else:
-            rest = sorted(r for _, r in pairs.sorted)
-            p = 1.0 if rest[len(rest) // 2] > slack else 0.0
+            p = 1.0 if pairs.median_b() > slack else 0.0
         typical = pairs.totals.quantile(self.risk_quantile) * scale
         return Risk(p, typical, self.risk_quantile, scope.deliveries, scope_name(key), scale != 1.0)
 

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.core.lane_model import STAGES, FixedThresholds, Lane, LaneDelayModel, Trip
-from pipeline.core.quantile_window import QuantileWindow
+from pipeline.core.quantile_window import PairWindow, QuantileWindow
 
 LANE = Lane("DE-HAM", "NL-RTM", "road", "Nordfracht")
 H = 3600.0
@@ -129,6 +129,21 @@ def test_quantile_window_matches_a_sorted_reference(xs: list[float], size: int, 
     for x in xs:
         w.add(x)
     ref = sorted(xs[-size:])
-    assert w.sorted == ref and len(w) == len(ref) and w.count == len(xs)
+    assert w.sorted.tolist() == ref and len(w) == len(ref) and w.count == len(xs)
     assert w.quantile(q) == ref[max(0, math.ceil(q * len(ref)) - 1)]
     assert w.share_above(ref[0]) == sum(1 for x in ref if x > ref[0]) / len(ref)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1e6), st.floats(0, 1e6)), min_size=1, max_size=80), st.integers(1, 20),
+       st.floats(0, 1e6), st.floats(-1e6, 1e6))
+def test_pair_window_matches_a_slow_reference(pairs: list[tuple[float, float]], size: int, x: float,
+                                              y: float) -> None:
+    w = PairWindow(size)
+    for a, b in pairs:
+        w.add(a, b)
+    kept = pairs[-size:]
+    longer = [(a, b) for a, b in kept if a > x]
+    assert w.longer_than(x, y) == (len(longer), sum(1 for a, b in longer if a - x + b > y))
+    assert w.median_b() == sorted(b for _, b in kept)[len(kept) // 2]
+    assert w.totals.sorted.tolist() == sorted(a + b for a, b in kept)
