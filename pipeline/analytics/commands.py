@@ -36,7 +36,8 @@ def evaluate(seeds: tuple[int, ...], days: float, partitions: int) -> None:
         reports.append(r)
         click.echo(format_reports(seed, days, r) + "\n")
     if len(reports) > 1:
-        s = summary(reports)["model"]
+        both = summary(reports)
+        s = both["model"]
         click.echo(f"across {len(reports)} seeds (worst / mean), model:")
         for name, values in s.items():
             flat = [v if not isinstance(v, tuple) else v for v in values]
@@ -49,3 +50,7 @@ def evaluate(seeds: tuple[int, ...], days: float, partitions: int) -> None:
                 click.echo(f"  {name:<24} {sum(flat)} in total")
             else:
                 click.echo(f"  {name:<24} {min(flat):.3f} / {sum(flat) / len(flat):.3f}")
+        w = both["survival"]
+        click.echo(f"  at_risk, Weibull survival instead: early {min(w['at_risk_early']):.3f} / "
+                   f"{sum(w['at_risk_early']) / len(reports):.3f}   precision {min(w['at_risk_precision']):.3f} / "
+                   f"{sum(w['at_risk_precision']) / len(reports):.3f}")

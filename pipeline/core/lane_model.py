@@ -282,16 +282,18 @@ class LaneDelayModel:
             scale, pairs = planned, scope.pairs_rel[stage]
         if not pairs.n:
             return None
-        elapsed = (now - entered) / scale
-        slack = (deadline - now - pending) / scale
-        # Among trips that stayed longer in this stage than this one has so far, those that overshot.
-        longer, over = pairs.longer_than(elapsed, slack)
-        if longer:
-            p = over / longer
-        else:
-            p = 1.0 if pairs.median_b() > slack else 0.0
+        p = self._p_miss(pairs, (now - entered) / scale, (deadline - now - pending) / scale)
         typical = pairs.totals.quantile(self.risk_quantile) * scale
         return Risk(p, typical, self.risk_quantile, scope.deliveries, scope_name(key), scale != 1.0)
+
+    def _p_miss(self, pairs: PairWindow, elapsed: float, slack: float) -> float:
+        """Among recent trips that stayed longer in this stage than this one has so far, the share that overshot.
+
+        One that has stayed longer than any of them is overdue: nothing in the window says it
+        will be quick from here, so it is taken to miss.
+        """
+        longer, over = pairs.longer_than(elapsed, slack)
+        return over / longer if longer else 1.0
 
     def score_one(self, lane: Lane, stage: str, entered: float, now: float, deadline: float,
                   pending: float = 0.0, planned: float | None = None) -> float:

@@ -132,7 +132,3 @@ class PairWindow:
         if i == self.n:
             return 0, 0
         return self.n - i, int(np.count_nonzero((a[i:] - x) + b[i:] > y))
-
-    def median_b(self) -> float:
-        """The median (upper, by rank n // 2) of the second elements."""
-        return float(np.sort(self.b[: self.n])[self.n // 2])
