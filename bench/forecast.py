@@ -51,7 +51,7 @@ async def round_(pool: FitPool, first: date, data: dict[str, np.ndarray], days: 
     jobs = [SeriesJob(k, first, y[:days], horizon, states.get(k)) for k, y in data.items()]
     t = time.perf_counter()
     fits = await pool.fit(jobs)
-    assemble(fits, {k: y[:days] for k, y in data.items()}, ConformalIntervals(), "bottom_up")
+    assemble(fits, {k: y[:days] for k, y in data.items()}, ConformalIntervals(), "middle_out")
     wall = time.perf_counter() - t
     for f in fits:
         states[f.series_key] = f.state

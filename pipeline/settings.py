@@ -124,7 +124,7 @@ class ForecastSettings(_Group):
     horizon: int = Field(default=28, ge=1, le=366, description="days ahead, from the day after the last complete day")
     interval: float = Field(default=60.0, gt=0, description="seconds between rounds for late-changed history")
     processes: int = Field(default=2, ge=1, le=64, description="fit processes (off the event loop)")
-    reconciliation: str = Field(default="bottom_up", pattern="^(none|bottom_up|top_down|mint_wls)$",
+    reconciliation: str = Field(default="middle_out", pattern="^(none|bottom_up|top_down|middle_out|mint_wls)$",
                                 description="what the backtest found best; see `provenance forecast backtest`")
     holidays: bool = Field(default=False, description="give Prophet the sites' regional holidays")
 

@@ -22,13 +22,12 @@ import numpy as np
 
 from pipeline.core.conformal import ConformalIntervals, series_class
 from pipeline.core.demand import level
-from pipeline.core.forecast_round import SeriesFit, SeriesJob, fit_series, series_scale
+from pipeline.core.forecast_round import SeriesFit, SeriesJob, fit_series, point_forecasts, series_scale
 from pipeline.core.forecast_scoring import ForecastScorer
-from pipeline.core.reconcile import reconcile
 from pipeline.errors import ConfigError
 
 BASELINES = ("prophet", "seasonal_naive", "ets")
-ENSEMBLE_METHODS = ("none", "bottom_up", "top_down", "mint_wls")
+ENSEMBLE_METHODS = ("none", "bottom_up", "top_down", "middle_out", "mint_wls")
 
 Mapper = Callable[[Callable[[SeriesJob], SeriesFit], Iterable[SeriesJob]], Iterator[SeriesFit]]
 
@@ -133,10 +132,9 @@ def run_backtest(series: list[Series], horizon: int = 14, folds: int = 4, warmup
             states[k] = f.state
         forecasts: dict[str, dict[str, np.ndarray]] = {
             m: {k: f.members.get(m, f.members.get("seasonal_naive", f.yhat)) for k, f in fits.items()} for m in BASELINES}
-        base = {k: f.yhat for k, f in fits.items()}
         for method in ENSEMBLE_METHODS:
             variances = scorers[f"ensemble/{method}"].variances()
-            forecasts[f"ensemble/{method}"] = reconcile(base, method, variances, train)
+            forecasts[f"ensemble/{method}"] = point_forecasts(fits, method, variances, train)
         for model, fc in forecasts.items():
             scorer = scorers[model]
             for key, yhat in fc.items():

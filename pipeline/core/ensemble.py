@@ -5,6 +5,11 @@ scores the members' forecasts for that day (all lead times), so the weights are
 an online, rolling-origin backtest of the series itself. A member's weight is
 proportional to its recent mean absolute error to the power `-power`; with no
 scored day yet the members weigh the same.
+
+`forecast` returns the weighted mean. `point_scale()` is the factor that turns
+it into the forecast for absolute error (see `point_scale.py`), fitted on the
+same scored days: per day, the mean of what the combination forecast for it
+against what came true.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.core.forecaster import Forecaster, forecaster_from_json, register
+from pipeline.core.point_scale import point_scale
 from pipeline.errors import ConfigError
 
 
@@ -45,7 +51,9 @@ class Ensemble(Forecaster):
         self.window = window
         self.power = power
         self.pending: dict[int, list[list[float]]] = {}  # day index -> member forecasts made for it
+        self.combined: dict[int, list[float]] = {}  # day index -> the combination's forecasts for it
         self.errors: deque[list[float]] = deque(maxlen=window)  # per scored day: members' mean abs error
+        self.scored: deque[tuple[float, float]] = deque(maxlen=window)  # per scored day: (combination, actual)
         self.weights: list[float] = [1.0 / len(self.members)] * len(self.members)
         self.last_forecasts: dict[str, np.ndarray] = {}  # each member's part of the last forecast
 
@@ -61,10 +69,18 @@ class Ensemble(Forecaster):
         super().learn_one(y)
         for m in self.members:
             m.learn_one(y)
-        made = self.pending.pop(len(self.history) - 1, None)
+        day = len(self.history) - 1
+        made = self.pending.pop(day, None)
         if made:
             errs = np.abs(np.asarray(made) - float(y)).mean(axis=0)
             self.errors.append([float(e) for e in errs])
+        combined = self.combined.pop(day, None)
+        if combined:
+            self.scored.append((float(np.mean(combined)), float(y)))
+
+    def point_scale(self) -> float:
+        """The factor from the mean forecast to the absolute-error point forecast of this series."""
+        return point_scale(np.asarray(self.history), self.scored)
 
     def member_weights(self) -> list[float]:
         """Current weights, summing to 1."""
@@ -84,10 +100,12 @@ class Ensemble(Forecaster):
         base = len(self.history)
         for step in range(horizon):
             self.pending.setdefault(base + step, []).append([float(v) for v in forecasts[:, step]])
-        stale = [d for d in self.pending if d < base - 1]
-        for d in stale:
-            del self.pending[d]
         combined: np.ndarray = np.maximum(np.asarray(self.weights) @ forecasts, 0.0)
+        for step in range(horizon):
+            self.combined.setdefault(base + step, []).append(float(combined[step]))
+        for made in (self.pending, self.combined):
+            for d in [d for d in made if d < base - 1]:
+                del made[d]
         return combined
 
     def describe(self) -> str:
@@ -107,6 +125,7 @@ class Ensemble(Forecaster):
 
     def _state(self) -> Any:
         return {"pending": {str(k): v for k, v in self.pending.items()}, "errors": list(self.errors),
+                "combined": {str(k): v for k, v in self.combined.items()}, "scored": [list(p) for p in self.scored],
                 "n": len(self.history)}
 
     def _load_state(self, state: Any) -> None:
@@ -114,4 +133,6 @@ class Ensemble(Forecaster):
             return
         self.pending = {int(k): v for k, v in state["pending"].items()}
         self.errors = deque(state["errors"], maxlen=self.window)
+        self.combined = {int(k): v for k, v in state.get("combined", {}).items()}
+        self.scored = deque((tuple(p) for p in state.get("scored", ())), maxlen=self.window)
         self.history = list(self.members[0].history)

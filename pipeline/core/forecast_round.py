@@ -2,9 +2,12 @@
 reconcile the hierarchy and put conformal intervals on it.
 
 `fit_series` is the unit of work: history and the compact state of the last
-fit in, member forecasts, the ensemble's forecast and the new state out. Below
-`MIN_DAYS` days of history a series gets the weekly seasonal naive forecast and
-its `model` says so. `assemble` turns a round of fits into `forecasts` rows.
+fit in, member forecasts, the ensemble's (mean) forecast, its point scale and
+the new state out. Below `MIN_DAYS` days of history a series gets the weekly
+seasonal naive forecast and its `model` says so. `assemble` turns a round of
+fits into `forecasts` rows: the mean forecasts are reconciled (so they add up
+over the hierarchy), then each series' point forecast is its reconciled mean
+times its scale (the absolute-error forecast, `point_scale.py`).
 Timings are measured only when the caller passes a timer, and only reported.
 """
 
@@ -32,15 +35,19 @@ from pipeline.core.prophet_model import ProphetForecaster
 from pipeline.core.reconcile import reconcile
 
 MIN_DAYS = 14
-POWER = 6.0  # weight ~ recent MAE ** -POWER: close to picking the best member, without flapping
-WINDOW = 56  # scored days the weights look back
+POWER = 2.0  # weight ~ recent MAE ** -POWER
+WINDOW = 56  # scored days the weights and the point scale look back
 DEFAULT_HORIZON = 28
 
 
 def default_ensemble(region: str | None = None, holidays: bool = False, power: float | None = None) -> Ensemble:
-    """Prophet (the named model), weekly seasonal naive, ETS, TSB and the weekday median, weighted by recent errors."""
-    return Ensemble([ProphetForecaster(region=region, holidays=holidays), SeasonalNaive(7), ETS(), TSB(),
-                     SeasonalMedian(7, 8)], window=WINDOW, power=POWER if power is None else power)
+    """Prophet (the named model), ETS, TSB and the weekday median, weighted by recent errors.
+
+    The weekly seasonal naive forecast is no member (as one it made the
+    combination worse on every backtest seed); it stays the fallback and a baseline.
+    """
+    return Ensemble([ProphetForecaster(region=region, holidays=holidays), ETS(), TSB(), SeasonalMedian(7, 8)],
+                    window=WINDOW, power=POWER if power is None else power)
 
 
 @dataclass(frozen=True)
@@ -67,6 +74,7 @@ class SeriesFit:
     model: dict[str, Any]
     state: dict[str, Any] | None
     seconds: dict[str, tuple[float, float]] = field(default_factory=dict)  # member -> (fit, predict)
+    scale: float = 1.0  # point forecast = reconciled yhat * scale
 
 
 def _compact(model: Forecaster) -> dict[str, Any]:
@@ -95,12 +103,18 @@ def fit_series(job: SeriesJob, timer: Callable[[], float] | None = None) -> Seri
     yhat = ens.forecast(job.horizon)
     members = dict(ens.last_forecasts)
     seconds = {m.name: (m.fit_seconds, m.predict_seconds) for m in ens.members}
+    if "seasonal_naive" not in members:  # the baseline every backtest shows
+        naive = SeasonalNaive(7)
+        naive.learn_many(y)
+        members["seasonal_naive"] = naive.forecast(job.horizon)
+    scale = ens.point_scale()
     model = ens.describe_json()
     model["name"] = "prophet-ensemble"
+    model["point_scale"] = round(scale, 4)
     warm = [m for m in ens.members if isinstance(m, ProphetForecaster)]
     if warm:
         model["prophet_warm_start"] = warm[0].warm
-    return SeriesFit(job.series_key, first_ds, yhat, members, model, _compact(ens), seconds)
+    return SeriesFit(job.series_key, first_ds, yhat, members, model, _compact(ens), seconds, scale)
 
 
 def _restore(job: SeriesJob, y: np.ndarray) -> Ensemble:
@@ -145,10 +159,10 @@ def assemble(fits: list[SeriesFit], histories: Mapping[str, np.ndarray], conform
              method: str = "mint_wls", variances: Mapping[str, float] | None = None) -> list[ForecastRow]:
     """Reconcile one round of fits, add conformal intervals, and return its rows."""
     by_key = {f.series_key: f for f in fits}
-    coherent = reconcile({k: f.yhat for k, f in by_key.items()}, method, variances, histories)
+    points = point_forecasts(by_key, method, variances, histories)
     rows = []
     for key, fit in by_key.items():
-        yhat = coherent[key]
+        yhat = points[key]
         y = histories[key]
         scale = series_scale(y)
         lo, hi, lo95, hi95 = conformal.interval(series_class(key, y), yhat, scale)
@@ -157,6 +171,13 @@ def assemble(fits: list[SeriesFit], histories: Mapping[str, np.ndarray], conform
             rows.append(ForecastRow(key, fit.first_ds + timedelta(days=i), float(yhat[i]), float(lo[i]),
                                     float(hi[i]), float(lo95[i]), float(hi95[i]), model))
     return rows
+
+
+def point_forecasts(fits: Mapping[str, SeriesFit], method: str, variances: Mapping[str, float] | None = None,
+                    histories: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """Each series' point forecast: the reconciled mean forecasts, each times its series' point scale."""
+    coherent = reconcile({k: f.yhat for k, f in fits.items()}, method, variances, histories)
+    return {k: coherent[k] * fits[k].scale for k in fits}
 
 
 def series_scale(y: np.ndarray) -> float:
