@@ -157,10 +157,15 @@ def serve(port: int | None, host: str | None) -> None:
 @click.option("--malformed", type=click.FloatRange(0, 1), help="Share of malformed simulated lines (default from settings).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.option("--anomalies", is_flag=True, help="Simulate with injected delay anomalies (late, silent, dwell, sequence).")
+@click.option("--backfill", type=click.FloatRange(min=0), default=0, show_default=True,
+              help="Simulator: start DAYS in the past and send those days unpaced before pacing at --rate (history "
+                   "for the demand forecasts, through the ledger like every event).")
 def produce(file_: Path | None, simulate: bool, rate: float | None, count: int | None, seed: int,
-            malformed: float | None, quiet: bool, anomalies: bool) -> None:
+            malformed: float | None, quiet: bool, anomalies: bool, backfill: float) -> None:
     """Send events to Kafka, from a JSONL file (ShipmentEvents, or EPCIS: a document or NDJSON events) or the
     simulator."""
+    from datetime import datetime, timedelta, timezone
+
     from pipeline import producer
     from pipeline.epcis_file import epcis_records
 
@@ -169,14 +174,27 @@ def produce(file_: Path | None, simulate: bool, rate: float | None, count: int |
     settings = load_settings(producer__malformed_share=malformed)
     epcis = None
     try:
+        if backfill and not simulate:
+            raise BadInput("--backfill goes with --simulate")
         if simulate:
-            records = producer.records_from_simulator(seed, settings.producer.malformed_share, anomalies=anomalies)
+            now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+            records = producer.records_from_simulator(seed, settings.producer.malformed_share, anomalies=anomalies,
+                                                      start=now - timedelta(days=backfill))
         else:
             assert file_ is not None
             epcis = epcis_records(file_)  # an EPCIS document or NDJSON of EPCIS events goes to epcis-events
             records = producer.records_from_file(file_) if epcis is None else iter(epcis)
         topic = None if simulate or epcis is None else settings.topics.name(settings.topics.epcis)
-        report = producer.produce_records(settings, records, rate=rate, count=count, progress=not quiet, topic=topic)
+        report = None
+        if backfill:
+            past, records = producer.split_at(records, now)
+            report = producer.produce_records(settings, past, rate=None, count=count, progress=not quiet)
+            if count is not None:
+                count = max(0, count - report.sent - report.failed)
+            click.echo(f"backfilled {report.sent} events of the last {backfill:g} days", err=True)
+        if report is None or not report.interrupted:
+            paced = producer.produce_records(settings, records, rate=rate, count=count, progress=not quiet, topic=topic)
+            report = paced if report is None else report.plus(paced)
     except PipelineError as exc:
         raise fail_on(exc) from None
     click.echo(f"sent {report.sent} events in {report.elapsed:.1f}s ({report.rate:,.0f}/s), {report.failed} failed",

@@ -26,6 +26,9 @@ from pipeline.procs import spawn, stop
 from pipeline.settings import Settings
 
 
+BACKFILL_DAYS = 21
+
+
 @dataclass
 class Status:
     produced: int = 0
@@ -117,8 +120,9 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
             "PROVENANCE_METRICS__ANALYTICS_PORT": str(exporters["analytics"])}, logs / "analytics.log")
         url = _wait_for_store(settings, children["store"], logs / "store.log")
         producer_env = dict(env, PROVENANCE_PRODUCER__MALFORMED_SHARE=str(max(settings.producer.malformed_share, 0.01)))
+        # Three weeks of history first, through the ledger like every event, so the forecasts have demand to fit.
         children["producer"] = spawn([*cli, "produce", "--simulate", "--rate", str(rate), "--seed", str(seed), "--quiet",
-                                      "--anomalies"],
+                                      "--anomalies", "--backfill", str(BACKFILL_DAYS)],
                                      producer_env, logs / "producer.log")
         with urllib.request.urlopen(f"{url}/checkpoints/key", timeout=5) as resp:
             key = resp.read().decode().strip()
@@ -129,6 +133,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
               f"  anomalies:  provenance sql \"select kind, explanation from anomalies\"  (or {url}/anomalies)\n"
               f"  forecasts:  provenance sql \"select series_key, ds, yhat, yhat_lower, yhat_upper, model->>'name' AS model"
               f" from forecasts where series_key = 'total' order by trained_at desc, ds limit 28\"\n"
+              f"              (the simulator first sends the last {BACKFILL_DAYS} days unpaced, so forecasts appear"
+              f" within a minute or two)\n"
               f"  proofs:     provenance prove EVENT_ID -o proof.json && provenance verify proof.json --key {key}\n"
               f"              (add --witness-key {witness_key} to require the witness's cosignature)\n"
               f"  metrics:    {url}/metrics  " + "  ".join(f"http://127.0.0.1:{p}/metrics ({name})"

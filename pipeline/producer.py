@@ -45,6 +45,12 @@ class ProduceReport:
     interrupted: bool = False
     first_error: str | None = None
 
+    def plus(self, later: ProduceReport) -> ProduceReport:
+        """This run followed by `later` (one report for both)."""
+        sent, elapsed = self.sent + later.sent, self.elapsed + later.elapsed
+        return ProduceReport(sent, self.failed + later.failed, elapsed, sent / elapsed if elapsed > 0 else 0.0,
+                             later.interrupted, self.first_error or later.first_error)
+
 
 class TokenBucket:
     """Admit `rate` messages a second on average, handing out tokens in batches.
@@ -254,10 +260,11 @@ def records_from_simulator(
     start: datetime | None = None,
     tick: timedelta = timedelta(seconds=30),
     anomalies: bool = False,
+    backfill: timedelta = timedelta(0),
 ) -> Iterator[KeyValue]:
-    """The fleet simulator's endless stream; `start` defaults to now, to the minute."""
+    """The fleet simulator's endless stream; `start` defaults to now, to the minute, minus `backfill`."""
     if start is None:
-        start = datetime.now(timezone.utc).replace(second=0, microsecond=0)
+        start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - backfill
     if anomalies:  # labelled delay anomalies injected (the labels stay in the simulator)
         from pipeline.core.anomaly_injection import LabelledFleet
 
@@ -265,3 +272,38 @@ def records_from_simulator(
     else:
         fleet = Fleet(seed, start, tick=tick, malformed_share=malformed_share)
     return ((key, value) for key, value, _ in fleet.records())
+
+
+def split_at(records: Iterable[KeyValue], until: datetime) -> tuple[Iterator[KeyValue], Iterator[KeyValue]]:
+    """The records whose event_time is before `until`, then the rest (consume the first before the second).
+
+    A record without a readable event_time (a spoiled simulator line) stays with its neighbours.
+
+    >>> rec = [(b"k", b'{"event_time": "2026-01-01T00:00:00Z"}'), (b"k", b"not json"), (b"k", b'{"event_time": "2026"}'),
+    ...        (b"k", b'{"event_time": "2026-01-03T00:00:00+01:00"}'), (b"k", b'{"event_time": "2026-01-01T00:00:00Z"}')]
+    >>> past, rest = split_at(rec, datetime(2026, 1, 2, tzinfo=timezone.utc))
+    >>> len(list(past)), len(list(rest))
+    (3, 2)
+    """
+    source = iter(records)
+    held: list[KeyValue] = []
+
+    def before() -> Iterator[KeyValue]:
+        for key, value in source:
+            try:
+                when = datetime.fromisoformat(json.loads(value)["event_time"].replace("Z", "+00:00"))
+            except (ValueError, KeyError, TypeError, AttributeError):
+                when = None
+            if when is None or when.tzinfo is None:
+                yield key, value
+                continue
+            if when >= until:
+                held.append((key, value))
+                return
+            yield key, value
+
+    def after() -> Iterator[KeyValue]:
+        yield from held
+        yield from source
+
+    return before(), after()

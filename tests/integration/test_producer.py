@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import re
 import socket
 import subprocess
 import tempfile
 import time
 from collections import defaultdict
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -186,3 +187,34 @@ def test_token_bucket_holds_the_average_rate() -> None:
 def test_token_bucket_refuses_a_non_positive_rate() -> None:
     with pytest.raises(ConfigError):
         TokenBucket(0.0)
+
+
+@pytest.mark.integration
+def test_backfill_sends_the_past_days_unpaced_then_paces(tansu: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    settings = settings_for(tansu)
+    monkeypatch.setenv("PROVENANCE_KAFKA", tansu)
+    monkeypatch.setenv("PROVENANCE_TOPICS__PREFIX", settings.topics.prefix)
+    before = datetime.now(timezone.utc)
+    t0 = time.monotonic()
+    result = CliRunner().invoke(main, ["produce", "--simulate", "--backfill", "0.5", "--rate", "400", "--count",
+                                       "1700", "--malformed", "0.01", "--quiet"])
+    took = time.monotonic() - t0
+    assert result.exit_code == 0, result.output
+    backfilled = int(re.search(r"backfilled (\d+) events", result.output).group(1))  # type: ignore[union-attr]
+    assert 100 < backfilled < 1_700  # half a day of simulated events (fewer than 1,700), with spoiled lines
+    assert "sent 1700 events" in result.output
+    assert took >= (1_700 - backfilled) / 400 * 0.8  # only what follows the backfill is paced
+    got = read_back(settings, 1_700)
+    times = []
+    for r in got:
+        try:
+            when = datetime.fromisoformat(json.loads(r.value)["event_time"])
+        except (ValueError, KeyError, TypeError):
+            continue
+        if when.tzinfo is not None:  # spoiled lines may carry a time without an offset
+            times.append(when)
+    assert min(times) < before - timedelta(hours=11) and max(times) >= before - timedelta(minutes=1)
