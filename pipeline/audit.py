@@ -18,6 +18,7 @@ from typing import Any
 
 from pipeline.core.blocks import BlockHeader, verify_link
 from pipeline.core.checkpoint import open_checkpoint
+from pipeline.core.log_ids import parse_log_id
 from pipeline.core.merkle import CompactRange
 from pipeline.core.note import Verifier
 from pipeline.core.tiles import TileBuilder
@@ -145,9 +146,10 @@ def _audit_log(db: Database, log_id: str, report: AuditReport, progress: Callabl
     last_offset = -1
     done = 0
     batch: list[bytes] = []
-    partition = int(log_id.rsplit("/", 1)[1]) if log_id.rsplit("/", 1)[-1].isdigit() else None
+    name = parse_log_id(log_id)
+    partition = None if name is None else name.partition
     # An EPCIS record holding a document is one Kafka offset with a leaf per event.
-    several_per_record = log_id.rsplit("/", 1)[0].endswith("epcis-events")
+    several_per_record = name is not None and name.topic.endswith("epcis-events")
     for index, stored, payload, event_id, offset, *columns in _leaves(db, log_id):
         if index != tree.size:
             fail(None, f"leaf {tree.size} is missing (next stored leaf is {index})" if index > tree.size

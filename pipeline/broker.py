@@ -13,6 +13,7 @@ import os
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -50,6 +51,7 @@ class EmbeddedBroker:
         self.port = port or free_port()
         self.log_file = log_file
         self.process: subprocess.Popen[bytes] | None = None
+        self.cluster_id = ""
 
     @property
     def bootstrap(self) -> str:
@@ -58,9 +60,12 @@ class EmbeddedBroker:
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
         url = f"tcp://127.0.0.1:{self.port}"
         env = {k: v for k, v in os.environ.items() if k not in _TANSU_ENV}
+        # Its storage is in memory, so each start is a new, empty cluster: a cluster id of its
+        # own lets workers and the store tell a restarted broker from a broker that was down.
+        self.cluster_id = f"{IN_MEMORY}{uuid.uuid4().hex[:16]}"
         self.process = spawn(
             [broker_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", "memory://tansu/", "--cluster-id", self.cluster_id],
             env=env, log_file=self.log_file,
         )
         try:
@@ -108,6 +113,71 @@ def wait_for_broker(bootstrap: str, timeout: float, process: subprocess.Popen[by
             last = exc
             time.sleep(0.1)
     raise BrokerError(f"no Kafka broker answered at {bootstrap} within {timeout:.0f}s ({last})")
+
+
+IN_MEMORY = "provenance-memory-"  # the cluster ids of embedded brokers: each start is a new, empty cluster
+
+
+def exit_when_lost(cluster_id: str, what: str) -> None:
+    """In this process, exit 70 the moment a connection to an embedded (in-memory) broker breaks.
+
+    Such a broker never comes back with its data. Its successor on the same port takes
+    whatever a client resends, and this Tansu version files a write to a topic not created
+    yet where no reader finds it, then refuses or hides later writes to that partition.
+    Exiting before reconnecting resends nothing; the restarted process starts against the
+    new cluster (the worker in a new epoch of each log, the store from each topic's start).
+    A real cluster keeps its id and its data across restarts: nothing changes there.
+    """
+    if not cluster_id.startswith(IN_MEMORY):
+        return
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.conn import CloseReason
+
+    from pipeline import fatal
+
+    closed = AIOKafkaClient._on_connection_closed
+
+    def on_connection_closed(client: AIOKafkaClient, conn: object, reason: CloseReason) -> None:
+        if reason == CloseReason.CONNECTION_BROKEN:
+            fatal.crash(what, BrokerError(f"the connection to the in-memory broker {cluster_id} broke: it is "
+                                          "gone with everything it held, and its successor is a new cluster"))
+        closed(client, conn, reason)
+
+    AIOKafkaClient._on_connection_closed = on_connection_closed  # type: ignore[method-assign]
+
+
+class ClusterProbe:
+    """Asks the broker which cluster it is: a changed id means a new cluster, so its data is not ours.
+
+    A broker that was merely down keeps its id; the embedded broker gets a new one
+    at every start, because a start is a new, empty cluster (its storage is memory).
+    Blocking calls: run `cluster_id` in a thread.
+    """
+
+    def __init__(self, bootstrap: str) -> None:
+        self.bootstrap = bootstrap
+        self._admin: object | None = None
+
+    def cluster_id(self) -> str | None:
+        """The broker's cluster id, or None while it cannot be reached."""
+        from kafka import KafkaAdminClient
+        from kafka.errors import KafkaError
+
+        try:
+            if self._admin is None:
+                self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000,
+                                               client_id="provenance-probe")
+            found = self._admin.describe_cluster().get("cluster_id")  # type: ignore[attr-defined]
+            return str(found) if found else None
+        except (KafkaError, OSError, ValueError):
+            self.close()
+            return None
+
+    def close(self) -> None:
+        admin, self._admin = self._admin, None
+        if admin is not None:
+            with contextlib.suppress(Exception):
+                admin.close()  # type: ignore[attr-defined]
 
 
 def create_topics(settings: Settings, bootstrap: str | None = None) -> list[str]:

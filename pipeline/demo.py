@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import sys
 import time
@@ -96,8 +95,8 @@ def run_demo(settings: Settings, duration: float | None, rate: float, seed: int,
     data.mkdir(parents=True, exist_ok=True)
     logs = data / "logs"
     logs.mkdir(exist_ok=True)
-    # A new in-memory broker starts a new ledger: forget the heights earlier runs delivered.
-    shutil.rmtree(data / "worker" / "commit-points", ignore_errors=True)
+    # A new in-memory broker is a new cluster: logs the DuckDB file holds from earlier runs continue in
+    # a new epoch (the heights the workers noted in data/worker/commit-points say which).
     cli = [sys.executable, "-m", "pipeline.cli"]
     broker = EmbeddedBroker(settings, log_file=logs / "broker.log")
     children: dict[str, Any] = {}

@@ -105,6 +105,21 @@ def dead_letter_headers(
     ]
 
 
+CLUSTER_HEADER = "cluster"  # the Kafka cluster id the worker was started against
+
+
+def written_for(headers: Any) -> str | None:
+    """The cluster id a ledger record says it was written for (None: a record from before it was said).
+
+    A producer that reconnects to a broker which came back empty as a new cluster resends
+    what was in flight to the old one: such records belong to no log of the new cluster.
+    """
+    for key, value in headers or ():
+        if key == CLUSTER_HEADER:
+            return bytes(value or b"").decode("utf-8", "replace")
+    return None
+
+
 def read_headers(headers: Any) -> dict[str, str]:
     """Kafka headers as a dict of text (undecodable bytes replaced)."""
     out: dict[str, str] = {}

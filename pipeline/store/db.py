@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from pipeline.core.blocks import BlockHeader
+from pipeline.core.log_ids import parse_log_id
 from pipeline.errors import NotFound, StoreError
 from pipeline.store.epcis_rows import insert_epcis_entries
 from pipeline.store.sandbox import QueryResult, run_query
@@ -98,6 +99,14 @@ _ANOMALY_TEXT = ("anomaly_id", "event_id", "shipment_id", "lane", "kind", "sever
                  "model", "log_id")
 
 
+def _partition(text: str) -> int:
+    """The source partition of a log (any epoch)."""
+    name = parse_log_id(text)
+    if name is None:
+        raise ValueError(f"{text!r} is not a log id")
+    return name.partition
+
+
 def _now() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -141,6 +150,33 @@ class Database:
     def offsets(self) -> dict[tuple[str, int], int]:
         rows = self.cursor().execute("SELECT topic, partition, next_offset FROM consumer_offsets").fetchall()
         return {(t, p): o for t, p, o in rows}
+
+    def broker_cluster(self) -> str | None:
+        """The cluster id of the broker the store read from last (None before the first)."""
+        row = self.cursor().execute("SELECT cluster_id FROM broker_clusters ORDER BY seen_at DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def switch_broker_cluster(self, cluster_id: str) -> dict[tuple[str, int], int]:
+        """Record a new cluster; unless it is the first, drop the consumer offsets (they were the old one's).
+
+        Returns the offsets dropped. One transaction, under the write lock, so no batch writes
+        an old offset after it.
+        """
+        with self._write_lock:
+            cur = self.cursor()
+            cur.execute("BEGIN")
+            try:
+                first = cur.execute("SELECT count(*) FROM broker_clusters").fetchone()[0] == 0  # type: ignore[index]
+                dropped = {} if first else self.offsets()
+                if not first:
+                    cur.execute("DELETE FROM consumer_offsets")
+                cur.execute("INSERT OR REPLACE INTO broker_clusters VALUES (?, ?, ?::JSON)",
+                            [cluster_id, _now(), json.dumps({f"{t}[{p}]": o for (t, p), o in dropped.items()})])
+                cur.execute("COMMIT")
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            return dropped
 
     def next_leaf_indices(self) -> dict[str, int]:
         """Per log, one past the highest leaf index recorded (events and duplicate leaves)."""
@@ -216,7 +252,7 @@ class Database:
             "log_id": [e["log_id"] for e in entries],
             "leaf_index": pa.array([e["leaf_index"] for e in entries], pa.int64()),
             "leaf_hash": [e["leaf_hash"] for e in entries],
-            "kafka_partition": pa.array([int(e["log_id"].rsplit("/", 1)[1]) for e in entries], pa.int32()),
+            "kafka_partition": pa.array([_partition(e["log_id"]) for e in entries], pa.int32()),
             "kafka_offset": pa.array([e["kafka_offset"] for e in entries], pa.int64()),
             "payload": [e["payload"] for e in entries],
         })

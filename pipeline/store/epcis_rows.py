@@ -22,12 +22,21 @@ from typing import Any
 
 import duckdb
 
+from pipeline.core.log_ids import parse_log_id
+
 log = logging.getLogger(__name__)
 
 COLUMNS = ("event_id", "epcis_type", "event_hash", "id_source", "event_time", "biz_step", "declaration",
            "log_id", "leaf_index", "leaf_hash", "kafka_partition", "kafka_offset", "original", "context",
            "view", "recorded_at")
 
+
+
+def _partition(text: str) -> int:
+    name = parse_log_id(text)
+    if name is None:
+        raise ValueError(f"{text!r} is not a log id")
+    return name.partition
 
 def insert_epcis_entries(cur: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]], now: datetime) -> tuple[int, int]:
     """Write EPCIS entries in leaf order; return (rows added, leaves kept as duplicates or conflicts)."""
@@ -62,7 +71,7 @@ def insert_epcis_entries(cur: duckdb.DuckDBPyConnection, entries: list[dict[str,
             " ?::JSON, ?) ON CONFLICT DO NOTHING RETURNING 1",
             [e["event_id"], meta["type"], meta["event_hash"], meta.get("id_source", "eventID"), e["event_time"],
              original.get("bizStep"), declaration, e["log_id"], e["leaf_index"], e["leaf_hash"],
-             int(e["log_id"].rsplit("/", 1)[1]), e["kafka_offset"], e["payload"], json.dumps(meta.get("context")),
+             _partition(e["log_id"]), e["kafka_offset"], e["payload"], json.dumps(meta.get("context")),
              json.dumps(e.get("view")) if e.get("view") is not None else None, now],
         ).fetchall()
         if not row:

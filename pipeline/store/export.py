@@ -11,7 +11,7 @@ a reader sees a day's old files or its new ones.
 
 Derived and internal tables are not exported: `merkle_tiles` (recomputed from
 the leaves), `checkpoint_logs` (the `logs` column of `checkpoints`), `consumer_offsets`
-(the store's own Kafka positions).
+and `broker_clusters` (the store's own Kafka positions and the clusters they were on).
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ DAY_COLUMNS = {
     "forecasts": "trained_at",
 }
 FALLBACK_COLUMNS = ("recorded_at", "received_at", "updated_at", "created_at", "detected_at", "ds")
-SKIPPED = {"merkle_tiles", "consumer_offsets", "checkpoint_logs", "snapshot_info"}
+SKIPPED = {"merkle_tiles", "consumer_offsets", "broker_clusters", "checkpoint_logs", "snapshot_info"}
 
 
 @dataclass(frozen=True)

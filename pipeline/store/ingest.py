@@ -4,6 +4,19 @@ The store assigns itself every partition (no consumer group) and keeps its
 own offsets in DuckDB, in the same transaction as the rows they produced. A
 restart resumes from there; anything replayed is dropped by leaf index or
 primary key, so the tables never change on replay.
+
+An entry is recorded once a block vouches for it: entries reach ledger.entries
+before their block reaches ledger.blocks, so they wait in memory (a block's
+worth per log) and the entries offset stored is that of the first one waiting.
+So `events` never holds a leaf without a block, even when the block was lost.
+
+Those offsets belong to one Kafka cluster. A broker that comes back as a new
+cluster (the embedded broker keeps topics in memory: a restart empties them)
+holds none of what they point at, and reading on from them would skip what is
+written to the new topics until they grow past the old positions. So the store
+notes the cluster id beside its offsets; on a new one it drops them, reads
+every topic again from its start, and reports degraded until a block arrives
+(the workers continue each log in a new epoch: `pipeline.core.log_ids`).
 """
 
 from __future__ import annotations
@@ -12,12 +25,14 @@ import asyncio
 import json
 import logging
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline import metrics
+from pipeline.broker import ClusterProbe
 from pipeline.core import wire
 from pipeline.errors import BrokerError, InvalidChallenge
 from pipeline.settings import Settings
@@ -33,6 +48,7 @@ class IngestStats(IngestResult):
     polls: int = 0
     replayed: int = 0
     malformed: int = 0
+    stale: int = 0  # ledger records written for another cluster (resent to a broker that lost its data)
     lag: dict[str, int] = field(default_factory=dict)
 
 
@@ -68,14 +84,66 @@ class Ingestor:
         self.forecasts_topic = t.name(t.forecasts)
         self.topics = [self.entries_topic, self.blocks_topic, self.dead_topic, self.checkpoints_topic,
                        self.cosignatures_topic, self.anomalies_topic, self.demand_topic, self.forecasts_topic]
+        self.ledger_topics = frozenset({self.entries_topic, self.blocks_topic, self.dead_topic})
         self.consumer: AIOKafkaConsumer | None = None
         self.stats = IngestStats()
         self.next_leaf: dict[str, int] = {}
+        self.sealed: dict[str, int] = {}  # per log, the tree size of its highest block seen
+        # Per log, entries no block covers yet: (entries partition, record offset, produced time, entry).
+        self.unsealed: dict[str, list[tuple[int, int, float | None, dict[str, Any]]]] = {}
         self.committed: dict[tuple[str, int], int] = {}
         self.listeners: list[Any] = []  # callables(batch) run after each committed batch
         self.preprocessors: list[Any] = []  # callables(batch) run before a batch is written
         self.produced: list[float] = []  # produced times of the entries bundles in the current poll
         self._stopping = asyncio.Event()
+        self.probe = ClusterProbe(settings.kafka)
+        self.cluster: str | None = None  # the cluster id the offsets in `committed` belong to
+        self.new_cluster: str | None = None  # seen by `check_cluster`, switched to by `run`
+        self.reset: dict[str, Any] | None = None  # the last switch to a new cluster, for /health
+
+    async def _cluster_id(self, attempts: int = 20) -> str:
+        for _ in range(attempts):
+            found = await asyncio.to_thread(self.probe.cluster_id)
+            if found:
+                return found
+            await asyncio.sleep(0.5)
+        raise BrokerError(f"the broker at {self.settings.kafka} does not say which cluster it is")
+
+    async def check_cluster(self) -> None:
+        """Ask the broker which cluster it is now; a new one is switched to by the ingest loop."""
+        found = await asyncio.to_thread(self.probe.cluster_id)
+        if found and self.cluster is not None and found != self.cluster and found != self.new_cluster:
+            self.new_cluster = found
+            log.critical("the broker at %s is a new cluster (%s, was %s): it lost its data (an in-memory broker "
+                         "restarted?). Nothing recorded is lost; events not yet in DuckDB are. Reading every topic "
+                         "again from its start.", self.settings.kafka, found, self.cluster)
+
+    async def _switch_cluster(self, cluster: str) -> dict[tuple[str, int], int]:
+        """Drop the offsets of the old cluster (durably) and read every partition from its start."""
+        old, dropped = self.cluster, await asyncio.to_thread(self.db.switch_broker_cluster, cluster)
+        self.cluster, self.new_cluster, self.committed = cluster, None, {}
+        for log_id, pending in self.unsealed.items():  # their block went with the old cluster
+            log.error("%s: %d entries (leaves %d..) were never sealed: lost with the broker", log_id, len(pending),
+                      pending[0][3]["leaf_index"])
+            self.next_leaf[log_id] = self.sealed.get(log_id, 0)
+        self.unsealed = {}
+        if self.consumer is not None:
+            for tp in self.consumer.assignment():
+                await self.consumer.seek_to_beginning(tp)
+        if old is not None:
+            self.reset = {"from": old, "to": cluster, "at": datetime.now(timezone.utc).isoformat(),
+                          "offsets_dropped": sum(dropped.values()), "blocks_before": self.stats.blocks}
+        return dropped
+
+    def degraded(self) -> str | None:
+        """Why /health is degraded by a lost broker: until a block arrives from the new cluster."""
+        r = self.reset
+        if self.new_cluster is not None:
+            return f"broker: a new cluster {self.new_cluster} (was {self.cluster}): the broker lost its data"
+        if r is not None and self.stats.blocks == r["blocks_before"]:
+            return (f"broker: a new cluster since {r['at']} (the broker lost its data); no block from it yet: "
+                    "the workers have not resumed")
+        return None
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(
@@ -99,6 +167,17 @@ class Ingestor:
                 )
             partitions += [TopicPartition(topic, p) for p in sorted(parts)]
         consumer.assign(partitions)
+        self.consumer = consumer
+        cluster = await self._cluster_id()
+        known = await asyncio.to_thread(self.db.broker_cluster)
+        if cluster != known:
+            if known is not None:
+                log.critical("the broker at %s is a new cluster (%s, was %s): it lost its data (an in-memory broker "
+                             "restarted?). Nothing recorded is lost; reading every topic again from its start.",
+                             self.settings.kafka, cluster, known)
+            self.cluster = known
+            await self._switch_cluster(cluster)
+        self.cluster = cluster
         stored = await asyncio.to_thread(self.db.offsets)
         self.committed = dict(stored)
         for tp in partitions:
@@ -110,10 +189,12 @@ class Ingestor:
         for (topic, p), offset in stored.items():
             metrics.STORE_POSITIONS.advance(topic, p, offset, None)
         self.next_leaf = await asyncio.to_thread(self.db.next_leaf_indices)
-        self.consumer = consumer
+        rows = await asyncio.to_thread(self.db.fetch, "SELECT log_id, max(tree_size) FROM blocks GROUP BY 1")
+        self.sealed = {log_id: int(size) for log_id, size in rows}
 
     async def stop(self) -> None:
         self._stopping.set()
+        self.probe.close()
         if self.consumer is not None:
             await self.consumer.stop()
             self.consumer = None
@@ -134,6 +215,13 @@ class Ingestor:
         gathered: dict[TopicPartition, list[Any]] = {}
         count = 0
         while not self._stopping.is_set():
+            if self.new_cluster is not None:
+                # What was gathered came from either cluster at old positions: read again from the start.
+                if writing is not None and written is not None:
+                    self._written(written, await writing)
+                writing = written = None
+                gathered, count = {}, 0
+                await self._switch_cluster(self.new_cluster)
             try:
                 polled = await self.consumer.getmany(timeout_ms=20 if writing else timeout_ms,
                                                      max_records=max(1, rows - count))
@@ -187,13 +275,43 @@ class Ingestor:
                     self.stats.malformed += 1
                     log.error("skipping malformed record %s[%d]@%d: %s", tp.topic, tp.partition, msg.offset, exc)
             batch.offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
+        self._release(batch)
         return batch
 
+    def _release(self, batch: IngestBatch) -> None:
+        """Entries a block now covers join the batch; the entries offsets stop at the first still waiting."""
+        for header in batch.blocks:
+            self.sealed[header.log_id] = max(self.sealed.get(header.log_id, 0), header.tree_size)
+        waiting: dict[int, int] = {}
+        for log_id, pending in list(self.unsealed.items()):
+            size = self.sealed.get(log_id, 0)
+            cut = 0
+            while cut < len(pending) and pending[cut][3]["leaf_index"] < size:
+                _, _, produced, entry = pending[cut]
+                batch.entries.append(entry)
+                if produced is not None:
+                    self.produced.append(produced)
+                cut += 1
+            del pending[:cut]
+            if pending:
+                waiting[pending[0][0]] = min(waiting.get(pending[0][0], pending[0][1]), pending[0][1])
+            else:
+                del self.unsealed[log_id]
+        for p, offset in waiting.items():
+            batch.offsets[(self.entries_topic, p)] = offset
+
     def _decode_one(self, topic: str, msg: Any, batch: IngestBatch) -> None:
+        if topic in self.ledger_topics:
+            written_for = wire.written_for(msg.headers)
+            if written_for is not None and written_for != self.cluster:
+                if not self.stats.stale:
+                    log.warning("%s[%d]@%d was written for cluster %s, not %s: resent to a broker that lost its "
+                                "data, so part of no log here; skipped (and any more such)", topic, msg.partition,
+                                msg.offset, written_for, self.cluster)
+                self.stats.stale += 1
+                return
         if topic == self.entries_topic:
             produced = metrics.produced_at(msg.headers)
-            if produced is not None:
-                self.produced.append(produced)
             for entry in wire.decode_entries(msg.value):
                 log_id = entry["log_id"]
                 expected = self.next_leaf.get(log_id, 0)
@@ -204,7 +322,8 @@ class Ingestor:
                 if index > expected:
                     log.error("%s: leaf %d arrived, expected %d (a gap in ledger.entries)", log_id, index, expected)
                 self.next_leaf[log_id] = index + 1
-                batch.entries.append(entry)
+                self.unsealed.setdefault(log_id, []).append((msg.partition, msg.offset, produced, entry))
+                produced = None  # observed once per bundle, when its first entry is recorded
         elif topic == self.blocks_topic:
             batch.blocks.append(wire.decode_block(msg.value).header)
         elif topic == self.dead_topic:

@@ -98,6 +98,14 @@ CREATE TABLE IF NOT EXISTS consumer_offsets (
     next_offset BIGINT NOT NULL,
     PRIMARY KEY (topic, partition)
 );
+
+-- Each Kafka cluster the store read from (its cluster id), in order: a new one means the broker
+-- lost its data (an in-memory broker restarted), so the offsets above no longer point anywhere.
+CREATE TABLE IF NOT EXISTS broker_clusters (
+    cluster_id  VARCHAR PRIMARY KEY,
+    seen_at     TIMESTAMPTZ NOT NULL,
+    offsets_dropped JSON NOT NULL  -- the consumer offsets the store had then: what it read of the old one
+);
 -- Daily demand per series (sku=<sku>|site=<origin>, sku=<sku>, total) by the event's local day.
 -- Each ledger.entries partition's analytics state sends its own part of a day's total; parts
 -- only grow, so a replayed or stale part never lowers one, and `demand` is the sum of the parts.

@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from pipeline import fatal
+from pipeline.broker import exit_when_lost
 from pipeline.errors import BrokerError
 from pipeline.settings import Settings
 from pipeline.store.dashboard import Dashboard
@@ -71,8 +72,11 @@ class Store:
     async def status(self) -> dict[str, Any]:
         lag = await self.ingestor.lag()
         tables = await asyncio.to_thread(self.db.counts)
-        return {"status": "degraded" if self.stalled else "ok", "reasons": list(self.stalled), "lag": lag,
-                "tables": tables, "ingest": asdict(self.ingestor.stats)}
+        lost = self.ingestor.degraded()
+        reasons = list(self.stalled) + ([lost] if lost else [])
+        return {"status": "degraded" if reasons else "ok", "reasons": reasons, "lag": lag,
+                "tables": tables, "ingest": asdict(self.ingestor.stats),
+                "broker": {"cluster_id": self.ingestor.cluster, "last_reset": self.ingestor.reset}}
 
     async def progress(self) -> list[Progress]:
         """Where every consumed topic's consumer is: the store's own topics and the worker's sources."""
@@ -122,6 +126,14 @@ class Store:
                 log.error("degraded: %s", "; ".join(stalled))
             self.stalled = stalled
 
+    async def watch_broker(self, stopping: asyncio.Event, interval: float = 2.0) -> None:
+        """Every `interval`, ask the broker which cluster it is (a new one lost our data: see ingest)."""
+        while not stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stopping.wait(), interval)
+            if not stopping.is_set():
+                await self.ingestor.check_cluster()
+
     async def start(self) -> None:
         await self.ingestor.start()
         for ext in self.extensions:
@@ -158,6 +170,8 @@ class Store:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
         await self.start()
+        if self.ingestor.cluster is not None:
+            exit_when_lost(self.ingestor.cluster, "the store")
         if ready is not None:
             ready.set()
         log.info("store serving %s", self.url)
@@ -169,6 +183,7 @@ class Store:
         ingest = asyncio.create_task(self.ingestor.run())
         stopping = asyncio.Event()
         stalls = fatal.watch(asyncio.create_task(self.watch_stalls(stopping)), "the store's stall watch")
+        cluster = fatal.watch(asyncio.create_task(self.watch_broker(stopping)), "the store's broker watch")
         waiter = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({ingest, waiter}, return_when=asyncio.FIRST_COMPLETED)
         try:
@@ -177,7 +192,7 @@ class Store:
         finally:
             stopping.set()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(stalls), 15)
+                await asyncio.wait_for(asyncio.shield(asyncio.gather(stalls, cluster)), 15)
             ingest.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ingest

@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from pipeline.core.log_ids import parse_log_id
+
 
 @dataclass
 class _Seen:
@@ -73,17 +75,20 @@ def worker_progress(rows_blocks: list[tuple[str, int]], rows_dead: list[tuple[st
 
     >>> worker_progress([("ev/0", 9)], [("ev", 0, 11), ("ev", 1, 4)], {("ev", 0): 20, ("ev", 1): 5})
     [Progress(topic='ev', position=17, lag=8, consumer='the worker')]
+    >>> worker_progress([("ev/0", 900), ("ev@1/0", 2)], [], {("ev", 0): 5})  # the broker lost ev: epoch 1
+    [Progress(topic='ev', position=3, lag=2, consumer='the worker')]
     """
-    done: dict[tuple[str, int], int] = {}
-    for log_id, offset in rows_blocks:
-        topic, _, partition = log_id.rpartition("/")
-        if partition.isdigit() and offset is not None:
-            key = (topic, int(partition))
-            done[key] = max(done.get(key, -1), int(offset))
-    for topic, partition, offset in rows_dead:
-        if offset is not None and partition is not None:
-            key = (topic, int(partition))
-            done[key] = max(done.get(key, -1), int(offset))
+    # Only a partition's latest epoch counts: an older one numbered offsets the broker has since lost.
+    # A dead letter names its source as its log does (`<topic>@<epoch>`).
+    marks = [(log_id, offset) for log_id, offset in rows_blocks]
+    marks += [(f"{topic}/{partition}", offset) for topic, partition, offset in rows_dead if partition is not None]
+    latest: dict[tuple[str, int], tuple[int, int]] = {}
+    for log_id, offset in marks:
+        name = parse_log_id(log_id)
+        if name is not None and offset is not None:
+            key = (name.topic, name.partition)
+            latest[key] = max(latest.get(key, (-1, -1)), (name.epoch, int(offset)))
+    done = {key: offset for key, (_, offset) in latest.items()}
     totals: dict[str, list[int]] = {}
     for (topic, partition), end in ends.items():
         position = done.get((topic, partition), -1) + 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -18,11 +19,11 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import fatal, metrics
-from pipeline.broker import check_ledger_partitions
+from pipeline.broker import ClusterProbe, check_ledger_partitions, exit_when_lost
 from pipeline.core import wire
 from pipeline.core.epcis.record import accept_epcis_record
 from pipeline.core.ledger import AcceptRecord, accept_shipment
-from pipeline.errors import LedgerError
+from pipeline.errors import BrokerError, LedgerError
 from pipeline.settings import Settings
 from pipeline.worker import transport
 from pipeline.worker.commit_points import CommitPoints
@@ -44,9 +45,10 @@ class _FaustPublisher:
 class _BlockReader:
     """Reads the last message of a `ledger.blocks` partition: the log's commit point."""
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, cluster_id: str | None = None) -> None:
         self.bootstrap = bootstrap
         self.topic = topic
+        self.cluster_id = cluster_id
         self.consumer: AIOKafkaConsumer | None = None
         self.lock = asyncio.Lock()  # one consumer, shared by every topic's sequencer
 
@@ -79,8 +81,20 @@ class _BlockReader:
                 last = messages[-1]
             elif last is not None or asyncio.get_running_loop().time() > deadline:
                 break
+            elif self.consumer.highwater(tp) == 0:
+                # After an in-memory broker restarted, writes resent to it can be listed but not served.
+                log.warning("%s[%d]: the broker lists %d records but serves none: no commit point", self.topic,
+                            partition, end)
+                return None
         if last is None:
             raise LedgerError(f"{self.topic}[{partition}] reports {end} records but none could be read in 30 s")
+        written_for = wire.written_for(last.headers)
+        if written_for is not None and self.cluster_id is not None and written_for != self.cluster_id:
+            # Only resent writes lead here (a new cluster's blocks follow them): the log has no commit point yet.
+            log.warning("%s[%d]: the last block was written for cluster %s, not this one (%s): it was resent "
+                        "to a broker that lost its data; no commit point", self.topic, partition, written_for,
+                        self.cluster_id)
+            return None
         return wire.decode_block(last.value)
 
     async def close(self) -> None:
@@ -105,8 +119,12 @@ class _Dispatcher:
         fatal.crash("the ledger batch path", exc)
 
 
-def build_app(settings: Settings) -> faust.App:
-    """The worker app: the ledger's batch path on the sequenced topics, its timers and rebalance hooks."""
+def build_app(settings: Settings, cluster_id: str | None = None) -> faust.App:
+    """The worker app: the ledger's batch path on the sequenced topics, its timers and rebalance hooks.
+
+    `cluster_id`: the Kafka cluster it starts against; its ledger records say so, and a new cluster
+    (a broker that lost its data) stops it.
+    """
     topics = settings.topics
     w = settings.worker
     # faust creates its data folder without parents; the worker may start before anything else did.
@@ -137,7 +155,7 @@ def build_app(settings: Settings) -> faust.App:
         broker_commit_interval=1.0,
         stream_wait_empty=False,
     )
-    reader = _BlockReader(settings.kafka, topics.name(topics.blocks))
+    reader = _BlockReader(settings.kafka, topics.name(topics.blocks), cluster_id)
     publisher = _FaustPublisher(app)
     committer = OffsetCommitter(lambda offsets: transport.commit(app, offsets), w.commit_interval)
     commit_points = CommitPoints(settings.data_dir / "worker" / "commit-points")
@@ -162,6 +180,7 @@ def build_app(settings: Settings) -> faust.App:
             on_fatal=lambda: fatal.crash("publishing a block"),
             current_generation=lambda: transport.generation(app),
             commit_points=commit_points,
+            cluster_id=cluster_id,
         )
     app.sequencer = sequencers[topics.name(topics.events)]  # type: ignore[attr-defined]
     app.sequencers = sequencers  # type: ignore[attr-defined]
@@ -184,6 +203,27 @@ def build_app(settings: Settings) -> faust.App:
     @app.task
     async def commit_offsets() -> None:
         await fatal.guarded("the offset committer", commit_forever)
+
+    probe = ClusterProbe(settings.kafka)
+
+    async def watch_broker() -> None:
+        # The in-memory state (offset gates, trees) describes the cluster it was loaded from; on a
+        # new one the offsets start again at 0 and would read as replays. Only a restart is exact.
+        first = cluster_id
+        while True:
+            found = await asyncio.to_thread(probe.cluster_id)
+            if found and first is None:
+                first = found
+            elif found and found != first:
+                commit_points.save()
+                raise BrokerError(f"the broker at {settings.kafka} is a new cluster ({found}, was {first}): it "
+                                  "lost its data (an in-memory broker restarted?); a restarted worker continues "
+                                  "each log whose commit point was lost in a new epoch")
+            await asyncio.sleep(2.0)
+
+    @app.task
+    async def broker_watch() -> None:
+        await fatal.guarded("the broker watch", watch_broker)
 
     def end_offsets() -> dict[tuple[str, int], int]:
         consumer = app.consumer
@@ -213,6 +253,19 @@ def build_app(settings: Settings) -> faust.App:
     return app
 
 
+def _cluster_id(settings: Settings) -> str:
+    probe = ClusterProbe(settings.kafka)
+    try:
+        for _ in range(20):
+            found = probe.cluster_id()
+            if found:
+                return found
+            time.sleep(0.5)
+    finally:
+        probe.close()
+    raise BrokerError(f"the broker at {settings.kafka} does not say which cluster it is")
+
+
 def _accept_functions(settings: Settings) -> dict[str, AcceptRecord]:
     """Each sequenced topic (unprefixed) with the function turning its records into leaves."""
     topics = settings.topics
@@ -223,7 +276,9 @@ def _accept_functions(settings: Settings) -> dict[str, AcceptRecord]:
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     """Run the worker until SIGINT/SIGTERM."""
     check_ledger_partitions(settings)
-    app = build_app(settings)
+    cluster_id = _cluster_id(settings)
+    exit_when_lost(cluster_id, "the worker")
+    app = build_app(settings, cluster_id)
     metrics.serve(settings.metrics.worker_port, settings.metrics.host, "worker")
     worker = _Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

@@ -7,15 +7,24 @@ from nothing and start the chain again at height 0: a fork of the log the
 store already holds. Each worker therefore notes the heights it delivered; a
 commit point older than a height noted here is refused, loudly, instead of
 silently renumbering the log.
+
+The heights are also how a worker tells a broker that lost its data from one
+that never had any: a partition whose commit point is gone although this
+machine delivered a block of it starts the log's next epoch
+(`pipeline.core.log_ids`) instead of height 0 of the old log.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
 
+from pipeline.core.log_ids import log_id as make_log_id
 from pipeline.errors import LedgerError
+
+log = logging.getLogger(__name__)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 
@@ -42,21 +51,57 @@ class CommitPoints:
         best = max(saved, self.noted.get(log_id, -1))
         return None if best < 0 else best
 
-    def check(self, log_id: str, height: int | None) -> None:
-        """Refuse a commit point below a block already delivered (None: the log has no block on the broker)."""
+    def check(self, log_id: str, height: int, topic: str, partition: int, epoch: int) -> None:
+        """Refuse a commit point below a block already delivered, or of an epoch older than one delivered."""
         known = self.highest(log_id)
-        if known is not None and (height is None or height < known):
-            found = "no block" if height is None else f"block {height}"
+        newest = self.latest_epoch(topic, partition)
+        if newest is not None and newest > epoch:
             raise LedgerError(
-                f"{log_id}: the broker's commit point is {found}, but block {known} of this log was delivered "
-                f"before: the broker lost data (an in-memory broker restarted?). Refusing to continue the log "
-                f"from there, which would fork it. Restore the ledger topics, or start a new ledger under a new "
-                f"topic prefix (and remove {self.folder})."
+                f"{log_id}: the broker's commit point is block {height} of epoch {epoch}, but epoch {newest} of "
+                f"this partition's log was delivered before: the broker lost data and an older log was written "
+                f"again. Refusing to continue it; restore the ledger topics (or remove {self.folder} if the "
+                f"ledger was reset on purpose).")
+        if known is not None and height < known:
+            raise LedgerError(
+                f"{log_id}: the broker's commit point is block {height}, but block {known} of this log was "
+                f"delivered before: the broker lost data. Refusing to continue the log from there, which would "
+                f"fork it. Restore the ledger topics (or remove {self.folder} if the ledger was reset on purpose)."
             )
 
+    def latest_epoch(self, topic: str, partition: int) -> int | None:
+        """The newest epoch of the partition's log with a block delivered from here, or None.
+
+        Epochs are consecutive: epoch e + 1 begins only once a block of epoch e was delivered.
+        """
+        epoch = -1
+        while self.highest(make_log_id(topic, partition, epoch + 1)) is not None:
+            epoch += 1
+        return None if epoch < 0 else epoch
+
+    def fresh_log(self, topic: str, partition: int) -> str:
+        """The log a partition without a commit point on the broker starts.
+
+        Its first epoch if nothing of it was delivered from here. Otherwise the broker
+        lost its data and the topic's offsets start again at 0: the next epoch numbers
+        them afresh, where height 0 of the old log would fork it.
+        """
+        epoch = self.latest_epoch(topic, partition)
+        if epoch is None:
+            return make_log_id(topic, partition)
+        old, new = make_log_id(topic, partition, epoch), make_log_id(topic, partition, epoch + 1)
+        log.warning("%s: the broker has no commit point, but block %s of this log was delivered from here: the "
+                    "broker lost its data (an in-memory broker restarted?). From now on the partition's records "
+                    "are log %s, a new epoch from height 0; %s ends at its last block recorded in the store.",
+                    old, self.highest(old), new, old)
+        return new
+
     def note(self, log_id: str, height: int) -> None:
+        """A block was delivered; the first of a log is saved at once (it is what a later epoch depends on)."""
+        first = log_id not in self.noted and self.highest(log_id) is None
         if height > self.noted.get(log_id, -1):
             self.noted[log_id] = height
+        if first:
+            self.save()
 
     def save(self) -> None:
         """Write the heights noted since the last save (atomically, per log)."""

@@ -34,6 +34,8 @@ from typing import Any, Protocol
 
 from pipeline import metrics
 from pipeline.core import wire
+from pipeline.core.log_ids import log_id as make_log_id
+from pipeline.core.log_ids import parse_log_id
 from pipeline.core.ledger import AcceptRecord, PartitionLog, SealedBlock, accept_shipment
 from pipeline.errors import InvalidEvent, LedgerError
 from pipeline.worker.commit_points import CommitPoints
@@ -130,6 +132,7 @@ class LedgerSequencer:
         accept: AcceptRecord = accept_shipment,
         ledger_partition_base: int = 0,
         commit_points: CommitPoints | None = None,
+        cluster_id: str | None = None,
     ) -> None:
         """`accept` turns one record into its leaves; log `<source_topic>/p` is published to
         partition `ledger_partition_base + p` of the entries and blocks topics (its commit point)."""
@@ -151,6 +154,8 @@ class LedgerSequencer:
         self.accept = accept
         self.ledger_partition_base = ledger_partition_base
         self.commit_points = commit_points
+        # Every ledger record says which cluster it was written for: see wire.written_for.
+        self.tag = [] if cluster_id is None else [(wire.CLUSTER_HEADER, cluster_id.encode())]
         self.partitions: dict[int, _Partition] = {}
         self._loading: dict[int, asyncio.Task[_Partition]] = {}
         self.revoked: set[int] = set()
@@ -160,8 +165,9 @@ class LedgerSequencer:
         """Partitions this worker owns again after a rebalance."""
         self.revoked -= set(partitions)
 
-    def log_id(self, partition: int) -> str:
-        return f"{self.source_topic}/{partition}"
+    def log_id(self, partition: int) -> str:  # of its current epoch, once loaded
+        state = self.partitions.get(partition)
+        return state.log.log_id if state is not None else make_log_id(self.source_topic, partition)
 
     async def partition(self, p: int) -> _Partition:
         """The partition's state, loaded from its commit point on first use."""
@@ -179,15 +185,19 @@ class LedgerSequencer:
 
     async def _load(self, p: int) -> _Partition:
         message = await self.load_block(self.ledger_partition_base + p)
-        log_id = self.log_id(p)
-        if self.commit_points is not None:
-            self.commit_points.check(log_id, None if message is None else message.header.height)
-        if message is None:
-            plog = PartitionLog(log_id)
+        points = self.commit_points
+        if message is None:  # a new log, or (the broker lost its data) the next epoch of one
+            plog = PartitionLog(points.fresh_log(self.source_topic, p) if points else make_log_id(self.source_topic, p))
         else:
-            plog = PartitionLog.restore(message.header, message.frontier, log_id)
-            log.info("%s resumes after block %d (tree_size %d, offset %d)", log_id,
-                     message.header.height, message.header.tree_size, message.header.last_offset)
+            header = message.header
+            name = parse_log_id(header.log_id)
+            if name is None or (name.topic, name.partition) != (self.source_topic, p):
+                raise LedgerError(f"the commit point of {self.source_topic}/{p} is a block of {header.log_id!r}")
+            if points is not None:
+                points.check(header.log_id, header.height, self.source_topic, p, name.epoch)
+            plog = PartitionLog.restore(header, message.frontier, header.log_id)
+            log.info("%s resumes after block %d (tree_size %d, offset %d)", header.log_id,
+                     header.height, header.tree_size, header.last_offset)
         state = _Partition(plog, delivered_through=plog.sealed_through)
         if p not in self.revoked:  # revoked while loading: keep no state for it
             self.partitions[p] = state
@@ -247,7 +257,8 @@ class LedgerSequencer:
                 exc = error if isinstance(error, InvalidEvent) else InvalidEvent(
                     f"could not be validated: {type(error).__name__}: {str(error)[:200]}")
                 self.counters.rejected += 1
-                headers = wire.dead_letter_headers(exc, self.source_topic, p, r.offset)
+                # Named as the log is (`<topic>@<epoch>` after a broker lost the topic): offsets restart.
+                headers = wire.dead_letter_headers(exc, plog.log_id.rpartition("/")[0], p, r.offset) + self.tag
                 dead.append(await self.publisher.send(self.dead_letter_topic, r.key, r.value, None, headers))
                 continue
             # All leaves of one record go into one block: the commit point is a record offset.
@@ -306,7 +317,7 @@ class LedgerSequencer:
         first_ts, state.first_timestamp = state.first_timestamp, None
         log_id = sealed.header.log_id
         lp = self.ledger_partition_base + p
-        headers = metrics.produced_headers(first_ts)
+        headers = (metrics.produced_headers(first_ts) or []) + self.tag or None
         try:
             # Sent here, under the partition's lock, so entries reach the topic in leaf order
             # however the background publishes interleave.
@@ -339,7 +350,8 @@ class LedgerSequencer:
             for delivery in entries:
                 await delivery
             lp = self.ledger_partition_base + p
-            await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), lp))
+            await (await self.publisher.send(self.blocks_topic, log_id.encode(), wire.encode_block(sealed), lp,
+                                             self.tag or None))
             for delivery in held:
                 await delivery
         except Exception:

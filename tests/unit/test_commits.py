@@ -47,15 +47,37 @@ def test_commit_points_refuse_a_broker_that_lost_blocks(tmp_path: Any) -> None:
     from pipeline.worker.commit_points import CommitPoints
 
     points = CommitPoints(tmp_path / "cp")
-    points.check("t/0", None)  # nothing delivered yet: a fresh log is fine
+    assert points.fresh_log("t", 0) == "t/0"  # nothing delivered yet: the first epoch
     points.note("t/0", 4)
     points.note("t/0", 2)
     points.save()
     again = CommitPoints(tmp_path / "cp")  # a restarted worker reads what was saved
     assert again.highest("t/0") == 4 and again.highest("t/1") is None
-    again.check("t/0", 4)
-    again.check("t/0", 7)  # the broker is ahead (another worker delivered more): fine
-    with pytest.raises(LedgerError, match="lost data"):
-        again.check("t/0", None)
+    again.check("t/0", 4, "t", 0, 0)
+    again.check("t/0", 7, "t", 0, 0)  # the broker is ahead (another worker delivered more): fine
     with pytest.raises(LedgerError, match="block 3"):
-        again.check("t/0", 3)
+        again.check("t/0", 3, "t", 0, 0)
+
+
+def test_a_lost_commit_point_starts_the_next_epoch_never_height_0_of_the_old_log(tmp_path: Any) -> None:
+    import pytest
+
+    from pipeline.errors import LedgerError
+    from pipeline.worker.commit_points import CommitPoints
+
+    points = CommitPoints(tmp_path / "cp")
+    points.note("t/0", 0)  # the first block of a log is saved at once, before any interval
+    restarted = CommitPoints(tmp_path / "cp")
+    assert restarted.latest_epoch("t", 0) == 0 and restarted.latest_epoch("t", 1) is None
+    # The broker has no commit point for t/0 although block 0 was delivered: it lost its data.
+    assert restarted.fresh_log("t", 0) == "t@1/0"
+    assert restarted.fresh_log("t", 1) == "t/1"  # partition 1 never delivered a block: nothing lost
+    # Until epoch 1 delivers a block, a second loss starts epoch 1 again (nothing of it exists).
+    assert CommitPoints(tmp_path / "cp").fresh_log("t", 0) == "t@1/0"
+    restarted.note("t@1/0", 0)
+    again = CommitPoints(tmp_path / "cp")
+    assert again.latest_epoch("t", 0) == 1 and again.fresh_log("t", 0) == "t@2/0"
+    again.check("t@1/0", 0, "t", 0, 1)
+    # A commit point of an older epoch than one delivered from here: the old log was written again.
+    with pytest.raises(LedgerError, match="epoch 1"):
+        again.check("t/0", 9, "t", 0, 0)

@@ -162,3 +162,34 @@ def test_static_membership_and_session_settings_reach_aiokafka() -> None:
     for kwarg in ("group_instance_id=conf.consumer_group_instance_id", "session_timeout_ms=",
                   "max_poll_records=conf.broker_max_poll_records", "heartbeat_interval_ms="):
         assert kwarg in source
+
+
+def test_a_broken_connection_to_an_in_memory_broker_ends_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pipeline.broker.exit_when_lost` wraps aiokafka's connection-closed callback: pin its shape."""
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.conn import CloseReason
+
+    from pipeline import broker, fatal
+
+    assert list(inspect.signature(AIOKafkaClient._on_connection_closed).parameters) == ["self", "conn", "reason"]
+    assert "_on_connection_closed" in inspect.getsource(AIOKafkaClient._get_conn)  # passed as on_close
+    monkeypatch.setattr(AIOKafkaClient, "_on_connection_closed", AIOKafkaClient._on_connection_closed)
+    crashed: list[str] = []
+
+    def crash(what: str, exc: BaseException | None = None) -> None:
+        crashed.append(f"{what}: {exc}")
+
+    monkeypatch.setattr(fatal, "crash", crash)
+    refreshed: list[CloseReason] = []
+
+    class Client:
+        force_metadata_update = staticmethod(lambda: refreshed.append(CloseReason.CONNECTION_BROKEN))
+
+    broker.exit_when_lost("kafka-cluster-of-record", "the worker")  # a real cluster: nothing changes
+    AIOKafkaClient._on_connection_closed(Client(), None, CloseReason.CONNECTION_BROKEN)  # type: ignore[arg-type]
+    assert crashed == [] and len(refreshed) == 1
+    broker.exit_when_lost(f"{broker.IN_MEMORY}abc", "the worker")
+    AIOKafkaClient._on_connection_closed(Client(), None, CloseReason.IDLE_DROP)  # type: ignore[arg-type]
+    assert crashed == []
+    AIOKafkaClient._on_connection_closed(Client(), None, CloseReason.CONNECTION_BROKEN)  # type: ignore[arg-type]
+    assert len(crashed) == 1 and "the worker" in crashed[0] and "in-memory broker" in crashed[0]

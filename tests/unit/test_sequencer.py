@@ -673,3 +673,39 @@ def test_handle_poll_hands_each_partition_of_its_topic() -> None:
         await settle()
         assert broker.commits == {0: 2, 1: 2}
     run(scenario)
+
+
+def test_a_broker_that_lost_its_data_gets_a_new_epoch_of_the_log_not_a_fork(tmp_path: Any) -> None:
+    """The commit point is gone but this machine delivered blocks: the log goes on as its next epoch."""
+    from pipeline.worker.commit_points import CommitPoints
+
+    async def scenario() -> None:
+        before = Broker()
+        first = sequencer(before, commit_points=CommitPoints(tmp_path / "cp"))
+        await first.handle(records(before, event_values(7)))
+        await settle()
+        assert [b.header.log_id for b in before.blocks()] == [f"{SOURCE}/0"] * 2
+
+        # The broker restarts empty: no commit point, and the topic's offsets start at 0 again.
+        lost = Broker()
+        second = sequencer(lost, commit_points=CommitPoints(tmp_path / "cp"))
+        fresh = event_values(5, seed=1)
+        await second.handle(records(lost, fresh))
+        await settle()
+        epoch = lost.blocks()
+        assert [b.header.log_id for b in epoch] == [f"{SOURCE}@1/0"]
+        assert (epoch[0].header.height, epoch[0].header.first_offset, epoch[0].header.last_offset) == (0, 0, 2)
+        verify_link(None, epoch[0].header)  # a chain of its own, from genesis
+        assert {r["log_id"] for r in lost.entries()} == {f"{SOURCE}@1/0"}
+        assert [r["leaf_index"] for r in lost.entries()] == [0, 1, 2]
+        assert second.log_id(0) == f"{SOURCE}@1/0"
+
+        # A restart within the new epoch resumes it from its own commit point.
+        third = sequencer(lost, load_block=commit_point(lost), commit_points=CommitPoints(tmp_path / "cp"))
+        await third.handle(records(lost, fresh + event_values(1, seed=2)))
+        await settle()
+        again = lost.blocks()
+        assert [(b.header.log_id, b.header.height) for b in again] == [(f"{SOURCE}@1/0", 0), (f"{SOURCE}@1/0", 1)]
+        verify_link(again[0].header, again[1].header)
+        assert third.counters.replayed == 3 and lost.violations == []
+    run(scenario)
