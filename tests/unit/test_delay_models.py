@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from pipeline.core.lane_model import STAGES, FixedThresholds, Lane, LaneDelayModel, Trip
 from pipeline.core.quantile_window import PairWindow, QuantileWindow
+from pipeline.core.survival import WeibullDelayModel
 
 LANE = Lane("DE-HAM", "NL-RTM", "road", "Nordfracht")
 H = 3600.0
@@ -23,6 +24,7 @@ MODELS: dict[str, Callable[[], Any]] = {
     "lane-default": LaneDelayModel,
     "lane-small": lambda: LaneDelayModel(window=16, min_deliveries=5, min_samples=4, quantile=0.9),
     "baselines": FixedThresholds,
+    "weibull": WeibullDelayModel,
 }
 
 
@@ -99,6 +101,33 @@ def test_less_time_left_is_never_less_risk(make: Callable[[], Any]) -> None:
     for stage in STAGES:
         risks = [model.score_one(LANE, stage, 0.0, 2 * H, deadline * H) for deadline in (40, 20, 12, 6, 3)]
         assert risks == sorted(risks)
+
+
+def test_a_shipment_longer_in_its_stage_than_any_recent_trip_is_overdue() -> None:
+    model = LaneDelayModel(min_deliveries=5, min_samples=5)
+    for trip in trips(40):
+        model.learn_one(trip)
+    # Out for delivery: nothing follows the stage, so the time after it is zero for every trip;
+    # 20 h in a stage that takes about 3 h is still a miss however far away the promise is.
+    usual = model.risk(LANE, "out_for_delivery", 0.0, 1 * H, 30 * H)
+    stuck = model.risk(LANE, "out_for_delivery", 0.0, 20 * H, 30 * H)
+    assert usual is not None and usual.p == 0.0
+    assert stuck is not None and stuck.p == 1.0
+
+
+def test_the_weibull_risk_is_its_conditional_survival() -> None:
+    model = WeibullDelayModel(min_deliveries=5, min_samples=5)
+    for trip in trips(60, seed=2):
+        model.learn_one(trip)
+    r = model.risk(LANE, "departed", 0.0, 4 * H, 20 * H)
+    assert r is not None
+    totals = [t.times["delivered"] - t.times["departed"] for t in trips(60, seed=2)]
+    logs = [math.log(x) for x in totals]
+    mean = sum(logs) / len(logs)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in logs) / len(logs))
+    k = math.pi / (math.sqrt(6) * sd)
+    lam = math.exp(mean + 0.5772156649015329 / k)
+    assert math.isclose(r.p, math.exp((4 * H / lam) ** k - (20 * H / lam) ** k), rel_tol=1e-9)
 
 
 def test_a_cold_lane_learns_from_its_carrier_and_mode() -> None:
