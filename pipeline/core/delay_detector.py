@@ -136,6 +136,10 @@ def _event_order(s: Seen) -> tuple[float, int, int]:
     return (s.time, _ORDER.get(s.type, -1), s.leaf_index)
 
 
+_NOWHERE = Seen(0.0, "", "", "", -1, "", 0.0)
+_UNCHANGED = Verdict("", 0.0, None, None, lambda: "", _NOWHERE, {})  # a row left as it stands
+
+
 def _text(fn: Callable[..., str], *args: Any) -> Callable[[], str]:
     return lambda: fn(*args)
 
@@ -385,36 +389,37 @@ class DelayDetector:
         return None
 
     def at_risk(self, ship: _Ship, terminal: Seen | None, w: float) -> Verdict | None:
+        """Whether to warn now; `_UNCHANGED` (the row as it stands) when there is nothing new to say."""
         row = self.rows.get((ship.id, "at_risk"))
         is_open = row is not None and row.status == "open"
         if terminal is not None or ship.promise is None:
             return None if row is None else self._closed(row, "resolved")
         if self.max_time >= ship.promise:  # a warning is worth raising only before the promise
-            return None if row is None else self._closed(row, row.status)
+            return None if row is None else _UNCHANGED
         stage_i = ship.stage_i
         if stage_i is None:
-            return None if row is None else self._closed(row, row.status)
+            return None if row is None else _UNCHANGED
         stage = ship.events[stage_i]
         now = max(w, stage.time)
         if not ship.fresh and now < ship.next_check:
-            return None if row is None else self._closed(row, row.status)
+            return None if row is None else _UNCHANGED
         ship.fresh = False
         pending = sum(e.delay for e in ship.events[stage_i + 1:] if e.type == "exception")
         deadline = ship.promise + self.late_tolerance
         # Checked more often as the promise nears: a step of an eighth of the time left, at least risk_step.
         r = self.model.risk(ship.lane, stage.type, stage.time, now, deadline, pending, ship.planned())
         if r is None:
-            return None if row is None else self._closed(row, row.status)
+            return None if row is None else _UNCHANGED
         ship.next_check = now + max(self.risk_step, (ship.promise - self.allowed_lateness - now) / 8)
         if r.p >= self.risk_high or (is_open and r.p > self.risk_low):
+            if is_open:
+                return _UNCHANGED
             evidence = {"stage": stage.type, "p": r.p, "stage_to_delivery_h": r.typical / 3600, "q": r.q, "n": r.n,
                         "scope": r.scope, "announced_delay_h": pending / 3600, "promise": ship.promise}
-            if is_open and row is not None:
-                return self._closed(row, "open")
             return Verdict("open", r.p, r.typical / 3600, (now - stage.time) / 3600,
                            _text(say.at_risk, ship.lane, stage.type, now - stage.time, r, ship.promise,
                                  self.max_time, pending), stage, evidence)
-        return None if row is None else self._closed(row, "resolved" if row.status == "open" else row.status)
+        return None if row is None else self._closed(row, "resolved") if row.status == "open" else _UNCHANGED
 
     def _closed(self, row: Anomaly, status: str) -> Verdict:
         """The row as it stands, with a new status."""
@@ -425,6 +430,8 @@ class DelayDetector:
     # ---- rows and timers ----------------------------------------------------------------
 
     def put(self, ship: _Ship, kind: str, v: Verdict | None, withdrawable: bool) -> None:
+        if v is _UNCHANGED:
+            return
         key = (ship.id, kind)
         row = self.rows.get(key)
         if v is None:

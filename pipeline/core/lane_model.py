@@ -190,7 +190,8 @@ class LaneDelayModel:
         """The scope to judge `stage` of `lane` by, and its quantiles; cached until its scopes learn enough.
 
         Quantiles of a window barely move with one more sample: the choice is worked out again
-        once one of the lane's three scopes has 1/16 more deliveries (at least 2) than it had then.
+        once one of the lane's three scopes has 1/16 more deliveries (at least 2, at most 1/16 of a
+        window) than it had then.
         """
         cached = self._cache.get((lane, stage))
         if cached is not None:
@@ -208,7 +209,9 @@ class LaneDelayModel:
         keys = lane.scopes()
         scopes = [get(k) for k in keys]
         version = [-1 if x is None else x.deliveries for x in scopes]
-        limits = [b + max(2, b // 16) for b in version]
+        # At most 1/16 of a window: counted on all deliveries ever, the refresh would come ever more
+        # rarely and thresholds would stop following the window.
+        limits = [b + max(2, min(b, self.window) // 16) for b in version]
         refs = tuple(x for x in scopes if x is not None)
         choice = None
         found = self._scope(lane, stage)
