@@ -139,6 +139,13 @@ class LaneDelayModel:
         self._dwell_cache: dict[tuple[str, str, str], tuple[int, int | None, Threshold | None]] = {}
         self._cache: dict[tuple[Lane, str], tuple[tuple[_Scope, ...] | None, tuple[int, ...], _Choice | None]] = {}
 
+    def held(self) -> tuple[int, int]:
+        """(samples held in all windows, what they can hold): memory is bounded by the second."""
+        windows = [w for sc in self._scopes.values() for group in (sc.raw, sc.rel, sc.pairs_raw, sc.pairs_rel)
+                   for w in group.values()]
+        windows += list(self._dwell.values())
+        return sum(len(w) for w in windows), sum(w.size for w in windows)
+
     # ---- learning -----------------------------------------------------------------------
 
     def learn_one(self, trip: Trip) -> None:
