@@ -20,3 +20,14 @@ def test_a_short_labelled_stream_scores_the_model_above_the_baselines() -> None:
     assert m.scores["at_risk"].alerts > 0 and b.scores["at_risk"].alerts == 0
     text = format_reports(11, 4.5, {"model": m, "baseline": b})
     assert "late" in text and "baseline" in text and "lead time" in text
+
+
+def test_the_evaluate_command_prints_both_at_risk_models_across_seeds() -> None:
+    from click.testing import CliRunner
+
+    from pipeline.analytics.commands import anomalies
+
+    result = CliRunner().invoke(anomalies, ["evaluate", "--seed", "11", "--seed", "12", "--days", "2"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("at_risk from a Weibull survival fit instead") == 2
+    assert "across 2 seeds" in result.output and "at_risk, Weibull survival instead" in result.output
