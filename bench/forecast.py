@@ -49,10 +49,12 @@ def build(series: int, days: int, seed: int) -> tuple[date, dict[str, np.ndarray
 async def round_(pool: FitPool, first: date, data: dict[str, np.ndarray], days: int, horizon: int,
                  states: dict[str, dict | None]) -> tuple[float, list[SeriesFit]]:
     jobs = [SeriesJob(k, first, y[:days], horizon, states.get(k)) for k, y in data.items()]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     fits = await pool.fit(jobs)
     assemble(fits, {k: y[:days] for k, y in data.items()}, ConformalIntervals(), "middle_out")
     wall = time.perf_counter() - t
+    global PARENT_CPU
+    PARENT_CPU = time.process_time() - c  # this process: sending jobs, reading fits, reconciling, intervals
     for f in fits:
         states[f.series_key] = f.state
     return wall, fits
@@ -67,17 +69,23 @@ def shares(fits: list[SeriesFit]) -> dict[str, tuple[float, float]]:
     return out
 
 
+PARENT_CPU = 0.0
+
+
 def report(label: str, wall: float, fits: list[SeriesFit], processes: int) -> float:
-    """Print one round; return its CPU seconds."""
+    """Print one round; return its CPU seconds (every fit whole, plus this process's part)."""
     per = shares(fits)
-    cpu = sum(a + b for a, b in per.values())
+    members = sum(a + b for a, b in per.values())
+    cpu = sum(f.cpu_seconds for f in fits) + PARENT_CPU
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{label}: {wall:.1f} s wall for {len(fits)} series (load average {load}); fits took {cpu:.1f} s of CPU, "
-          f"{1000 * cpu / len(fits):.1f} ms per series; CPU / {processes} processes = {cpu / processes:.1f} s")
+    print(f"{label}: {wall:.1f} s wall for {len(fits)} series (load average {load}); the round took {cpu:.1f} s of "
+          f"CPU ({1000 * cpu / len(fits):.1f} ms per series; members {members:.1f} s, the rest of each fit "
+          f"{sum(f.cpu_seconds for f in fits) - members:.1f} s, reconciliation and intervals here {PARENT_CPU:.1f} s); "
+          f"CPU / {processes} processes = {cpu / processes:.1f} s")
     for m, (fit_s, pred_s) in sorted(per.items(), key=lambda kv: -sum(kv[1])):
         n = sum(1 for f in fits if m in f.seconds)
         print(f"  {m:<16} fit {1000 * fit_s / n:7.1f} ms  predict {1000 * pred_s / n:6.1f} ms CPU per series"
-              f"  share {100 * (fit_s + pred_s) / cpu:5.1f} %")
+              f"  share {100 * (fit_s + pred_s) / cpu:5.1f} % of the round")
     return cpu
 
 

@@ -75,6 +75,7 @@ class SeriesFit:
     state: dict[str, Any] | None
     seconds: dict[str, tuple[float, float]] = field(default_factory=dict)  # member -> (fit, predict)
     scale: float = 1.0  # point forecast = reconciled yhat * scale
+    cpu_seconds: float = 0.0  # the whole fit (restore, members, scale), when the caller measured it
 
 
 def _compact(model: Forecaster) -> dict[str, Any]:
