@@ -79,6 +79,11 @@ class _BlockReader:
             messages = batch.get(tp, [])
             if messages:
                 last = messages[-1]
+                # The fetch's high watermark is the real end (ListOffsets may be short): no need to wait
+                # for an empty poll to know this is the last block.
+                highwater = self.consumer.highwater(tp)
+                if highwater is not None and last.offset + 1 >= highwater:
+                    break
             elif last is not None or asyncio.get_running_loop().time() > deadline:
                 break
             elif self.consumer.highwater(tp) == 0:
@@ -154,6 +159,7 @@ def build_app(settings: Settings, cluster_id: str | None = None) -> faust.App:
         producer_max_request_size=4 * 1024 * 1024,
         broker_commit_interval=1.0,
         stream_wait_empty=False,
+        TableManager=transport.TableManager,
     )
     reader = _BlockReader(settings.kafka, topics.name(topics.blocks), cluster_id)
     publisher = _FaustPublisher(app)

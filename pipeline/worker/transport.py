@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, Protocol
 
 import faust
+from faust.tables import TableManager as FaustTableManager
 from faust.transport.drivers import aiokafka as driver
 from faust.types import TP
 
@@ -71,6 +72,21 @@ class Transport(driver.Transport):
     """faust's aiokafka transport with `BatchConsumer`."""
 
     Consumer = BatchConsumer
+
+
+class TableManager(FaustTableManager):
+    """faust's table manager without its fixed one-second pause at start when the app has no tables.
+
+    faust sleeps a second so tables defined late can register; the worker defines none, and
+    that second is on the path of every restart before the consumer even subscribes.
+    """
+
+    async def on_start(self) -> None:
+        if len(self):
+            await super().on_start()
+            return
+        await self._update_channels()
+        await self.recovery.start()
 
 
 def broker_url(bootstrap: str) -> str:

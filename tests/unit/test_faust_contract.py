@@ -193,3 +193,16 @@ def test_a_broken_connection_to_an_in_memory_broker_ends_the_process(monkeypatch
     assert crashed == []
     AIOKafkaClient._on_connection_closed(Client(), None, CloseReason.CONNECTION_BROKEN)  # type: ignore[arg-type]
     assert len(crashed) == 1 and "the worker" in crashed[0] and "in-memory broker" in crashed[0]
+
+
+def test_the_table_manager_skips_only_fausts_start_up_pause() -> None:
+    """transport.TableManager re-does TableManager.on_start minus the sleep: pin what it re-does."""
+    from faust.tables import TableManager
+
+    source = inspect.getsource(TableManager.on_start)
+    assert "await self.sleep(1.0)" in source
+    body = [line.strip() for line in source.splitlines()[2:] if line.strip()]
+    assert body == ["await self.sleep(1.0)", "if not self.should_stop:", "await self._update_channels()",
+                    "await self.recovery.start()"], body
+    app = faust.App("contract-tables", broker="memory://", TableManager=transport.TableManager)
+    assert isinstance(app.tables, transport.TableManager)
