@@ -15,7 +15,7 @@ crashes and rebalances (see docs/design.md):
    consumer generation are left for a re-read.
 
 Records arrive one poll at a time, per partition, straight from the consumer
-(`handle_poll`). Kafka is reached through small protocols so tests can drive it
+(`handle_poll`). Kafka is reached through the small protocols of `ports` so tests drive it
 without a broker.
 """
 
@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Protocol
+from typing import Any
 
 from pipeline import metrics
 from pipeline.core import wire
@@ -39,43 +39,11 @@ from pipeline.core.log_ids import parse_log_id
 from pipeline.core.ledger import AcceptRecord, PartitionLog, SealedBlock, accept_shipment
 from pipeline.errors import InvalidEvent, LedgerError
 from pipeline.worker.commit_points import CommitPoints
+from pipeline.worker.ports import BlockLoader, Committer, Publisher, Record, TopicPartition
 
 log = logging.getLogger(__name__)
 
 
-class Record(Protocol):
-    """One consumed record: what the sequencer needs of an aiokafka ConsumerRecord."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes
-    headers: Any
-
-
-class TopicPartition(Protocol):
-    topic: str
-    partition: int
-
-
-class Publisher(Protocol):
-    """Sends one record and returns an awaitable that resolves on broker delivery."""
-
-    async def send(
-        self, topic: str, key: bytes | None, value: bytes, partition: int | None,
-        headers: list[tuple[str, bytes]] | None = None,
-    ) -> Awaitable[Any]: ...
-
-
-class Committer(Protocol):
-    """Takes the consumer offsets to commit; `flush` returns once those marked so far are committed."""
-
-    def mark(self, topic: str, partition: int, next_offset: int) -> None: ...
-
-    async def flush(self) -> None: ...
-
-
-BlockLoader = Callable[[int], Awaitable[wire.BlockMessage | None]]
 
 
 @dataclass
