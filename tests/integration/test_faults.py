@@ -229,8 +229,7 @@ def _check_epochs(c: Cluster, stream1: Any, stream2: Any, recorded_at_kill: set[
         assert recorded_at_kill <= recorded, "events DuckDB had recorded were lost"
         assert stream2.ids <= recorded, f"{len(stream2.ids - recorded)} events produced after the restart lost"
         assert recorded <= stream1.ids | stream2.ids
-        lost = stream1.ids - recorded
-        assert len(lost) < len(stream1.ids) // 2, "the broker held far more than a backlog at 500 events/s"
+        # What the broker held of stream1 beyond `recorded_at_kill` (the backlog at the kill) is lost with it.
         logs = {r[0] for r in db.fetch("SELECT DISTINCT log_id FROM blocks")}
         partitions = range(settings.topics.partitions)
         assert logs == {f"{topic}/{p}" for p in partitions} | {f"{topic}@1/{p}" for p in partitions}, logs
