@@ -101,6 +101,8 @@ class DemandProfile:
         key = (s.sku.sku, s.site.gln, day.year)
         year = self._years.get(key)
         if year is None:
+            if len(self._years) >= 3 * len(self._series):  # a few years a series: a long run does not hoard them
+                self._years.clear()
             first = date(day.year, 1, 1)
             year = self._years[key] = self.rates(s, first, (date(day.year + 1, 1, 1) - first).days)
         return float(year[day.timetuple().tm_yday - 1])
