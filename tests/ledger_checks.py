@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import subprocess
+import sys
+from pathlib import Path
 
 from pipeline.core.blocks import GENESIS_HASH, BlockHeader, block_hash
 from pipeline.core.merkle import root_of
@@ -35,3 +38,12 @@ def check_chain(db: Database, log_id: str) -> None:
         assert root_of(hashes[: header.tree_size]).hex() == header.root, f"{log_id} block {header.height}"
         previous = header
     assert previous is not None and previous.tree_size == len(hashes), f"{log_id}: unsealed leaves"
+
+
+def assert_audit_clean(db_path: Path, key: str, env: dict[str, str]) -> None:
+    """`provenance audit` on the stored ledger, as an auditor runs it: exit 0 and "clean"."""
+    out = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "audit", "--db", str(db_path), "--key", key, "--quiet"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert out.returncode == 0 and "clean" in out.stdout, f"audit exited {out.returncode}:\n{out.stdout}{out.stderr}"

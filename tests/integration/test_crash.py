@@ -27,7 +27,7 @@ from typing import Any
 
 import pytest
 from conftest import http_json, settings_env, wait_for
-from ledger_checks import check_chain
+from ledger_checks import assert_audit_clean, check_chain
 
 from pipeline.core.simulator import Fleet
 from pipeline.procs import spawn, stop
@@ -341,11 +341,7 @@ def check_outcome(cluster: Cluster, stream: Stream, key: str) -> None:
     finally:
         db.close()
 
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "audit", "--db", str(settings.db_path), "--key", key, "--quiet"],
-        env=cluster.env, capture_output=True, text=True, timeout=300,
-    )
-    assert out.returncode == 0 and "clean" in out.stdout, f"audit exited {out.returncode}:\n{out.stdout}{out.stderr}"
+    assert_audit_clean(settings.db_path, key, cluster.env)
 
 
 # ---- the tests ----------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 from conftest import http_json, settings_env, wait_for
-from ledger_checks import check_chain
+from ledger_checks import assert_audit_clean, check_chain
 
 from integration.test_crash import (  # noqa: F401
     Cluster,
@@ -242,8 +242,4 @@ def _check_epochs(c: Cluster, stream1: Any, stream2: Any, recorded_at_kill: set[
         assert leaves == len(stream2.ids) and sum(map(len, offsets.values())) == len(stream2.records)
     finally:
         db.close()
-    out = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "audit", "--db", str(settings.db_path), "--key", key, "--quiet"],
-        env=c.env, capture_output=True, text=True, timeout=300,
-    )
-    assert out.returncode == 0 and "clean" in out.stdout, f"audit exited {out.returncode}:\n{out.stdout}{out.stderr}"
+    assert_audit_clean(settings.db_path, key, c.env)
