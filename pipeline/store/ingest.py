@@ -114,9 +114,12 @@ class Ingestor:
         found = await asyncio.to_thread(self.probe.cluster_id)
         if found and self.cluster is not None and found != self.cluster and found != self.new_cluster:
             self.new_cluster = found
-            log.critical("the broker at %s is a new cluster (%s, was %s): it lost its data (an in-memory broker "
-                         "restarted?). Nothing recorded is lost; events not yet in DuckDB are. Reading every topic "
-                         "again from its start.", self.settings.kafka, found, self.cluster)
+            self._log_new_cluster(found, self.cluster, ", events not yet in DuckDB are")
+
+    def _log_new_cluster(self, found: str, was: str | None, lost: str = "") -> None:
+        log.critical("the broker at %s is a new cluster (%s, was %s): it lost its data (an in-memory broker "
+                     "restarted?). Nothing recorded is lost%s; reading every topic again from its start.",
+                     self.settings.kafka, found, was, lost)
 
     async def _switch_cluster(self, cluster: str) -> dict[tuple[str, int], int]:
         """Drop the offsets of the old cluster (durably) and read every partition from its start."""
@@ -172,9 +175,7 @@ class Ingestor:
         known = await asyncio.to_thread(self.db.broker_cluster)
         if cluster != known:
             if known is not None:
-                log.critical("the broker at %s is a new cluster (%s, was %s): it lost its data (an in-memory broker "
-                             "restarted?). Nothing recorded is lost; reading every topic again from its start.",
-                             self.settings.kafka, cluster, known)
+                self._log_new_cluster(cluster, known)
             self.cluster = known
             await self._switch_cluster(cluster)
         self.cluster = cluster
