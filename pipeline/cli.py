@@ -10,42 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
-from pipeline.errors import (
-    BrokerError, ConfigError, InvalidChallenge, InvalidEvent, InvalidProof, NotFound, PipelineError, QueryRejected,
-)
-from pipeline.settings import Settings
-
-
-class Failed(click.ClickException):
-    """A check failed: exit 1."""
-
-    exit_code = 1
-
-
-class BadInput(click.ClickException):
-    """Bad usage or input: exit 2."""
-
-    exit_code = 2
-
-
-def load_settings(**overrides: Any) -> Settings:
-    try:
-        return Settings().with_overrides(**overrides)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
-        raise BadInput(f"bad configuration: {problems}") from None
-
-
-def fail_on(exc: PipelineError) -> click.ClickException:
-    if isinstance(exc, InvalidProof):
-        return Failed(str(exc))
-    if isinstance(exc, (InvalidEvent, InvalidChallenge, QueryRejected, NotFound, ConfigError)):
-        return BadInput(str(exc))
-    if isinstance(exc, BrokerError):
-        return click.ClickException(str(exc))
-    return click.ClickException(str(exc))
+from pipeline.cli_support import BadInput, fail_on, http_json, load_settings, running_store_url
+from pipeline.errors import PipelineError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -203,34 +170,6 @@ def produce(file_: Path | None, simulate: bool, rate: float | None, count: int |
         sys.exit(1)
 
 
-def _store_url(settings: Settings) -> str | None:
-    """The URL of a running store, from its run file, if it answers."""
-    import os
-
-    try:
-        info = json.loads(settings.run_file.read_text())
-        os.kill(int(info["pid"]), 0)
-        return str(info["url"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-def _http_json(method: str, url: str, body: Any = None, timeout: float = 60) -> tuple[int, Any]:
-    import urllib.error
-    import urllib.request
-
-    data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"content-type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, {"error": exc.reason}
-
-
 @main.command()
 @click.argument("query")
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table", show_default=True)
@@ -238,10 +177,10 @@ def _http_json(method: str, url: str, body: Any = None, timeout: float = 60) -> 
 def sql(query: str, fmt: str, db: Path | None) -> None:
     """Run a read-only query: through the running store, or on the DuckDB file when none runs."""
     settings = load_settings()
-    url = None if db else _store_url(settings)
+    url = None if db else running_store_url(settings)
     if url:
         try:
-            status, body = _http_json("POST", f"{url}/sql", {"query": query})
+            status, body = http_json("POST", f"{url}/sql", {"query": query})
         except OSError:
             url = None
         else:
@@ -286,118 +225,6 @@ def _print_rows(columns: list[str], rows: list[list[Any]], fmt: str) -> None:
     click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})", err=True)
 
 
-def _verifier_from(key: str | None, settings: Settings) -> Any:
-    """The checkpoint verifier: --key (a verifier key string or file), else this machine's ledger key."""
-    from pipeline.keys import load_or_create_signer, load_verifier
-
-    try:
-        if key:
-            return load_verifier(key)
-        if settings.key_path.exists():
-            return load_or_create_signer(settings.key_path, settings.ledger.key_name).verifier
-    except PipelineError as exc:
-        raise BadInput(str(exc)) from None
-    return None
-
-
-@main.command()
-@click.argument("event_id")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write the bundle here.")
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="Read this DuckDB file directly.")
-def prove(event_id: str, output: Path | None, db: Path | None) -> None:
-    """Write the proof bundle of one event (through the running store, or from the DuckDB file)."""
-    settings = load_settings()
-    url = None if db else _store_url(settings)
-    if url:
-        import urllib.parse
-
-        status, bundle = _http_json("GET", f"{url}/proofs/{urllib.parse.quote(event_id, safe='')}")
-        if status != 200:
-            raise (Failed if status >= 500 else BadInput)(bundle.get("error", f"HTTP {status}"))
-    else:
-        from pipeline.store.ledger import Proofs
-        from pipeline.store.snapshot import open_for_reading
-
-        try:
-            database = open_for_reading(settings, db)
-            try:
-                bundle = Proofs(database, None).bundle(event_id)
-            finally:
-                database.close()
-        except PipelineError as exc:
-            raise fail_on(exc) from None
-    text = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
-    if output:
-        output.write_text(text)
-        click.echo(f"wrote {output}", err=True)
-    else:
-        click.echo(text, nl=False)
-
-
-@main.command()
-@click.argument("bundle_file", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--key", help="The log's verifier key (name+id+key) or a file holding it.")
-@click.option("--witness-key", "witness_keys", multiple=True, help="A witness verifier key that must have cosigned.")
-def verify(bundle_file: Path, key: str | None, witness_keys: tuple[str, ...]) -> None:
-    """Check a proof bundle offline: leaf, path, block, checkpoint signature (and witnesses)."""
-    from pipeline.core.bundle import verify_bundle
-    from pipeline.keys import load_verifier
-
-    settings = load_settings()
-    verifier = _verifier_from(key, settings)
-    if verifier is None:
-        raise BadInput("no public key: give --key with the log's verifier key (GET /checkpoints/key)")
-    try:
-        witnesses = [load_verifier(w) for w in witness_keys]
-    except PipelineError as exc:
-        raise BadInput(str(exc)) from None
-    try:
-        bundle = json.loads(bundle_file.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise BadInput(f"cannot read {bundle_file}: {exc.strerror}") from None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadInput(f"{bundle_file} is not a JSON proof bundle: {exc}") from None
-    try:
-        result = verify_bundle(bundle, verifier, witnesses)
-    except InvalidProof as exc:
-        raise Failed(f"FAILED at {exc}") from None
-    except PipelineError as exc:
-        raise BadInput(f"malformed bundle: {exc}") from None
-    click.echo(result.summary())
-
-
-@main.command()
-@click.option("--db", type=click.Path(dir_okay=False, path_type=Path), help="The DuckDB file (default from settings).")
-@click.option("--key", help="The log's verifier key or a file holding it (default: this machine's ledger key).")
-@click.option("--quiet", is_flag=True, help="No progress bar.")
-def audit(db: Path | None, key: str | None, quiet: bool) -> None:
-    """Recompute every leaf, root, block hash, chain link and checkpoint signature; exit 1 on any break."""
-    from tqdm import tqdm
-
-    from pipeline.audit import audit as run_audit
-    from pipeline.store.snapshot import open_for_reading
-
-    settings = load_settings()
-    verifier = _verifier_from(key, settings)
-    try:
-        database = open_for_reading(settings, db)
-    except PipelineError as exc:
-        raise fail_on(exc) from None
-    try:
-        total = database.fetch("SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM duplicate_leaves)")[0][0]
-        with tqdm(total=total, unit="leaf", disable=quiet, file=sys.stderr, unit_scale=True) as bar:
-            report = run_audit(database, verifier, bar.update)
-    finally:
-        database.close()
-    for b in report.breaks:
-        click.echo(f"BREAK {b}")
-    click.echo(f"audited {report.logs} logs, {report.leaves:,} leaves, {report.blocks:,} blocks, "
-               f"{report.checkpoints:,} checkpoints, {report.tiles:,} tiles: "
-               f"{'clean' if report.ok else f'{len(report.breaks)} break(s)'}")
-    if not report.ok:
-        sys.exit(1)
-
-
 @main.command()
 @click.option("--key-file", type=click.Path(dir_okay=False, path_type=Path),
               help="The witness's own signing key (created on first use; default <data_dir>/witness.key).")
@@ -409,7 +236,7 @@ def witness(key_file: Path | None, name: str, store_url: str | None, log_key: st
     from pipeline.witness import run_witness
 
     settings = load_settings()
-    url = store_url or _store_url(settings) or f"http://{settings.store.host}:{settings.store.port}"
+    url = store_url or running_store_url(settings) or f"http://{settings.store.host}:{settings.store.port}"
     try:
         run_witness(settings, key_file or settings.data_dir / "witness.key", name, url, log_key)
     except PipelineError as exc:
@@ -434,15 +261,12 @@ def schema(write: bool, path: Path) -> None:
 
 
 from pipeline.analytics.commands import analytics, anomalies  # noqa: E402
+from pipeline.forecast_cli import forecast  # noqa: E402
+from pipeline.proof_cli import audit, prove, verify  # noqa: E402
 from pipeline.store.export import export  # noqa: E402
 
-main.add_command(analytics)
-main.add_command(anomalies)
-main.add_command(export)
-
-from pipeline.forecast_cli import forecast  # noqa: E402  (after main: it reuses main's error helpers)
-
-main.add_command(forecast)
+for command in (prove, verify, audit, analytics, anomalies, export, forecast):
+    main.add_command(command)
 
 if __name__ == "__main__":
     main()
