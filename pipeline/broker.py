@@ -166,7 +166,7 @@ class ClusterProbe:
         try:
             if self._admin is None:
                 self._admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000,
-                                               client_id="provenance-probe")
+                                               bootstrap_timeout_ms=3000, client_id="provenance-probe")
             found = self._admin.describe_cluster().get("cluster_id")  # type: ignore[attr-defined]
             return str(found) if found else None
         except (KafkaError, OSError, ValueError):

@@ -164,9 +164,10 @@ def produce(file_: Path | None, simulate: bool, rate: float | None, count: int |
             report = paced if report is None else report.plus(paced)
     except PipelineError as exc:
         raise fail_on(exc) from None
-    click.echo(f"sent {report.sent} events in {report.elapsed:.1f}s ({report.rate:,.0f}/s), {report.failed} failed",
-               err=True)
-    if report.failed:
+    click.echo(f"sent {report.sent} events in {report.elapsed:.1f}s ({report.rate:,.0f}/s), {report.failed} failed"
+               + (f", {report.unconfirmed} not confirmed" if report.unconfirmed else ""), err=True)
+    if not report.complete:
+        click.echo(f"Error: not every event is on the broker: {report.problems()}", err=True)
         sys.exit(1)
 
 

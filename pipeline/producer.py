@@ -7,12 +7,13 @@ its shipment_id, so one shipment's events stay on one partition, in order.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import itertools
 import json
 import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,21 +23,29 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
 from tqdm import tqdm
 
+from pipeline.broker import ClusterProbe
 from pipeline.core.simulator import Fleet
 from pipeline.errors import BrokerError, ConfigError
+from pipeline.pacing import TokenBucket
 from pipeline.settings import Settings
 
 KeyValue = tuple[bytes | None, bytes]
 
 _CHUNK = 500
 _BOOTSTRAP_TIMEOUT_MS = 5_000
-_MAX_BLOCK_MS = 15_000
-_FLUSH_TIMEOUT = 30.0
+_MAX_BLOCK_MS = 5_000
+_REQUEST_TIMEOUT_MS = 10_000
 
 
 @dataclass(frozen=True, slots=True)
 class ProduceReport:
-    """What a produce run did: `sent` counts records the broker acknowledged."""
+    """What a produce run did: `sent` counts records the broker acknowledged.
+
+    `unconfirmed` counts records handed to the client whose fate is unknown (the
+    broker neither acknowledged nor refused them within the delivery timeout);
+    `new_cluster` names the cluster the broker became during the run, if it did (an
+    in-memory broker that restarted lost what it had acknowledged before).
+    """
 
     sent: int
     failed: int
@@ -44,61 +53,41 @@ class ProduceReport:
     rate: float
     interrupted: bool = False
     first_error: str | None = None
+    unconfirmed: int = 0
+    new_cluster: str | None = None
+
+    @property
+    def complete(self) -> bool:
+        """Every record handed over is on the broker, confirmed, and the broker kept what it confirmed."""
+        return not (self.failed or self.unconfirmed or self.new_cluster)
 
     def plus(self, later: ProduceReport) -> ProduceReport:
         """This run followed by `later` (one report for both)."""
         sent, elapsed = self.sent + later.sent, self.elapsed + later.elapsed
         return ProduceReport(sent, self.failed + later.failed, elapsed, sent / elapsed if elapsed > 0 else 0.0,
-                             later.interrupted, self.first_error or later.first_error)
+                             later.interrupted, self.first_error or later.first_error,
+                             self.unconfirmed + later.unconfirmed, self.new_cluster or later.new_cluster)
 
-
-class TokenBucket:
-    """Admit `rate` messages a second on average, handing out tokens in batches.
-
-    Sleeping once per message caps a Python loop at a few thousand a second and
-    jitters; granting a batch at a time keeps the average exact at any rate.
-
-    >>> now = [0.0]
-    >>> bucket = TokenBucket(1000.0, clock=lambda: now[0], sleep=lambda s: now.__setitem__(0, now[0] + s))
-    >>> sum(bucket.take(500) for _ in range(50)), round(now[0], 2)
-    (500, 0.5)
-    """
-
-    def __init__(
-        self,
-        rate: float,
-        burst: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        if rate <= 0:
-            raise ConfigError(f"rate must be positive, got {rate}")
-        self.rate = rate
-        self.burst = burst if burst is not None else max(1.0, rate / 10)
-        self.clock = clock
-        self.sleep = sleep
-        self._tokens = 0.0
-        self._last = clock()
-
-    def take(self, wanted: int) -> int:
-        """Block until tokens are available; return how many of `wanted` were granted (at least 1)."""
-        least = max(1.0, min(float(wanted), self.rate / 100, self.burst))
-        while True:
-            now = self.clock()
-            self._tokens = min(self.burst, self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            # The epsilon keeps float rounding from asking for a sleep too short to advance the clock.
-            if self._tokens + 1e-9 >= least:
-                granted = min(wanted, int(self._tokens + 1e-9))
-                self._tokens -= granted
-                return granted
-            self.sleep((least - self._tokens) / self.rate)
+    def problems(self) -> str:
+        """What went wrong, in a sentence a person can act on ("" when the run is complete)."""
+        parts = []
+        if self.failed:
+            parts.append(f"{self.failed} refused by the broker or expired unconfirmed")
+        if self.unconfirmed:
+            parts.append(f"{self.unconfirmed} not confirmed when the producer gave up waiting")
+        text = f"{' and '.join(parts)} (first error: {self.first_error})" if parts else ""
+        if self.new_cluster:
+            text += ("; and " if text else "") + (
+                f"the broker became a new cluster ({self.new_cluster}) during the run: an in-memory broker that "
+                f"restarted lost what it had confirmed before, so some of the {self.sent} confirmed may be gone")
+        return text
 
 
 class _Tally:
-    """Delivery outcomes, counted from kafka-python's sender thread."""
+    """Delivery outcomes: `ok` and `error` run on kafka-python's sender thread, `handed` on the caller's."""
 
     def __init__(self) -> None:
+        self.handed = 0
         self.acked = 0
         self.failed = 0
         self.first_error: str | None = None
@@ -111,6 +100,10 @@ class _Tally:
         if self.first_error is None:
             self.first_error = f"{type(exc).__name__}: {exc}"
 
+    @property
+    def unconfirmed(self) -> int:
+        return self.handed - self.acked - self.failed
+
 
 def no_broker(settings: Settings) -> str:
     """The message for an unreachable broker, telling the user how to get one."""
@@ -121,24 +114,33 @@ def open_producer(settings: Settings) -> KafkaProducer:
     """A KafkaProducer configured from settings, or a BrokerError a person can act on.
 
     Without the `crc32c` C extension kafka-python checksums every record batch in
-    pure Python, which caps throughput; gzip shrinks what gets checksummed.
+    pure Python, which caps throughput; gzip shrinks what gets checksummed. The
+    client retries a record until `producer.delivery_timeout`, then reports it failed.
     """
     compression = None if importlib.util.find_spec("crc32c") is not None else "gzip"
+    p = settings.producer
+    delivery_ms = int(p.delivery_timeout * 1000)
     try:
         return KafkaProducer(
             bootstrap_servers=settings.kafka.split(","),
             acks="all",
-            linger_ms=settings.producer.linger_ms,
-            batch_size=settings.producer.batch_size,
+            linger_ms=p.linger_ms,
+            batch_size=p.batch_size,
             compression_type=compression,
             bootstrap_timeout_ms=_BOOTSTRAP_TIMEOUT_MS,
             max_block_ms=_MAX_BLOCK_MS,
+            delivery_timeout_ms=delivery_ms,
+            request_timeout_ms=max(1, min(_REQUEST_TIMEOUT_MS, delivery_ms - p.linger_ms)),
             client_id="provenance-producer",
         )
     except (KafkaError, OSError) as exc:
         raise BrokerError(f"{no_broker(settings)} ({exc})") from None
     except ValueError as exc:
         raise ConfigError(f"PROVENANCE_KAFKA={settings.kafka!r} is not host:port[,host:port]: {exc}") from None
+
+
+class _BrokerAway(Exception):
+    """The client could not take a record for the whole delivery timeout: the broker is gone."""
 
 
 def produce_records(
@@ -151,8 +153,12 @@ def produce_records(
 ) -> ProduceReport:
     """Send (key, value) records to the events topic and wait until the broker has them all.
 
-    Ctrl-C stops sending, flushes what was handed over and reports, rather than
-    losing the tail of the run to a stack trace.
+    The report counts what was confirmed, refused and left unconfirmed (`complete`
+    says whether nothing was lost). A broker that goes away mid-run is waited for
+    up to `producer.delivery_timeout`; if it does not come back, input stops, the
+    records handed over get the same bounded wait, and a BrokerError says how many
+    were not confirmed. Ctrl-C stops sending, flushes what was handed over and
+    reports, rather than losing the tail of the run to a stack trace.
     """
     if rate is not None and rate <= 0:
         raise ConfigError(f"--rate must be positive, got {rate}")
@@ -162,59 +168,129 @@ def produce_records(
     source: Iterator[KeyValue] = iter(records) if count is None else itertools.islice(records, count)
     bucket = TokenBucket(rate) if rate else None
     producer = open_producer(settings)
+    cluster = _cluster_id(settings)
     tally = _Tally()
-    rejected = 0
-    interrupted = False
+    interrupted = away = False
     bar = tqdm(total=count, unit="msg", unit_scale=True, file=sys.stderr, disable=not progress,
                desc=f"-> {topic}", mininterval=0.5, smoothing=0.2)
     started = time.monotonic()
+    send = producer.send
+    watch = _Silence(settings.producer.delivery_timeout)
     try:
         while True:
             wanted = bucket.take(_CHUNK) if bucket else _CHUNK
             batch = list(itertools.islice(source, wanted))
             for key, value in batch:
                 try:
-                    producer.send(topic, value=value, key=key).add_callback(tally.ok).add_errback(tally.error)
-                except KafkaTimeoutError as exc:
-                    raise BrokerError(f"{no_broker(settings)} (topic {topic}: {exc})") from None
+                    send(topic, value=value, key=key).add_callback(tally.ok).add_errback(tally.error)
+                    tally.handed += 1
                 except KafkaError as exc:
-                    rejected += 1
-                    tally.first_error = tally.first_error or f"{type(exc).__name__}: {exc}"
+                    _send_again(producer, settings, topic, key, value, tally, exc)
             bar.update(len(batch))
-            if tally.failed or rejected:
-                bar.set_postfix(failed=tally.failed + rejected, refresh=False)
+            if tally.failed:
+                bar.set_postfix(failed=tally.failed, refresh=False)
+                watch.check(tally)
             if len(batch) < wanted:
                 break
     except KeyboardInterrupt:
         interrupted = True
+    except _BrokerAway:
+        away = True
     except BaseException:
-        producer.close(timeout=0)
+        _close(producer)
         bar.close()
         raise
-    interrupted = _finish(producer, interrupted)
+    interrupted = _finish(producer, settings, interrupted)
     bar.close()
     elapsed = time.monotonic() - started
-    return ProduceReport(
+    now = _cluster_id(settings)
+    report = ProduceReport(
         sent=tally.acked,
-        failed=tally.failed + rejected,
+        failed=tally.failed,
         elapsed=elapsed,
         rate=tally.acked / elapsed if elapsed > 0 else 0.0,
         interrupted=interrupted,
         first_error=tally.first_error,
+        unconfirmed=tally.unconfirmed,
+        new_cluster=now if cluster and now and now != cluster else None,
     )
+    if away:
+        raise BrokerError(
+            f"the broker at {settings.kafka} confirmed nothing for {settings.producer.delivery_timeout:g}s: input "
+            f"stopped after {tally.handed} records, {report.sent} confirmed, {report.failed + report.unconfirmed} "
+            f"not: {report.problems()}")
+    return report
 
 
-def _finish(producer: KafkaProducer, interrupted: bool) -> bool:
-    """Flush and close; a second Ctrl-C during the flush gives up waiting."""
+class _Silence:
+    """Notices a broker that stopped confirming: records fail and none was confirmed for the delivery timeout.
+
+    Without this an endless run (`--simulate --rate N`) against a dead broker would go on
+    handing records to the client, each expiring in turn, and never say so.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.acked = -1
+        self.since = time.monotonic()
+
+    def check(self, tally: _Tally) -> None:
+        now = time.monotonic()
+        if tally.acked != self.acked:
+            self.acked, self.since = tally.acked, now
+        elif now - self.since > self.timeout:
+            raise _BrokerAway()
+
+
+def _send_again(producer: KafkaProducer, settings: Settings, topic: str, key: bytes | None, value: bytes,
+                tally: _Tally, exc: KafkaError) -> None:
+    """Hand over a record the client refused; while the broker is away, keep trying up to the delivery timeout.
+
+    A timeout before anything was handed over means there never was a broker: say how to get one.
+    """
+    deadline = time.monotonic() + settings.producer.delivery_timeout
+    while isinstance(exc, KafkaTimeoutError):
+        if tally.handed == 0 and tally.failed == 0:
+            raise BrokerError(f"{no_broker(settings)} (topic {topic}: {exc})") from None
+        if time.monotonic() >= deadline:
+            tally.error(exc)
+            tally.handed += 1
+            raise _BrokerAway() from None
+        try:
+            producer.send(topic, value=value, key=key).add_callback(tally.ok).add_errback(tally.error)
+            tally.handed += 1
+            return
+        except KafkaError as again:
+            exc = again
+    tally.handed += 1  # refused outright (too large, a fatal client error): a failed record
+    tally.error(exc)
+
+
+def _cluster_id(settings: Settings) -> str | None:
+    """The broker's cluster id now (None if it does not answer): a change during a run means it lost its data."""
+    probe = ClusterProbe(settings.kafka)
     try:
-        producer.flush(timeout=_FLUSH_TIMEOUT)
-        producer.close(timeout=_FLUSH_TIMEOUT)
+        return probe.cluster_id()
+    finally:
+        probe.close()
+
+
+def _finish(producer: KafkaProducer, settings: Settings, interrupted: bool) -> bool:
+    """Wait for every handed-over record's outcome, bounded by the delivery timeout; a second Ctrl-C gives up."""
+    try:
+        producer.flush(timeout=settings.producer.delivery_timeout + 5.0)
     except KeyboardInterrupt:
-        producer.close(timeout=0)
-        return True
+        interrupted = True
     except KafkaError:
-        producer.close(timeout=0)
+        pass  # what is still pending is counted as unconfirmed
+    _close(producer)
     return interrupted
+
+
+def _close(producer: KafkaProducer) -> None:
+    """Close without waiting; records still pending stay unconfirmed in the tally."""
+    with contextlib.suppress(KafkaError):
+        producer.close(timeout=0)
 
 
 def shipment_key(line: bytes) -> bytes | None:

@@ -147,6 +147,8 @@ class SnapshotSettings(_Group):
 class ProducerSettings(_Group):
     linger_ms: int = Field(default=20, ge=0)
     batch_size: int = Field(default=262_144, ge=1)
+    delivery_timeout: float = Field(default=30.0, ge=1.0, le=3600.0, description="seconds a record may wait for "
+                                    "the broker's acknowledgement, retries included, before it counts as not sent")
     malformed_share: float = Field(default=0.0, ge=0, le=1)
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import os
 import re
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Iterator
@@ -218,3 +222,107 @@ def test_backfill_sends_the_past_days_unpaced_then_paces(tansu: str, monkeypatch
         if when.tzinfo is not None:  # spoiled lines may carry a time without an offset
             times.append(when)
     assert min(times) < before - timedelta(hours=11) and max(times) >= before - timedelta(minutes=1)
+
+
+# ---- the broker fails mid-run -------------------------------------------------------------
+
+
+def _own_broker(tmp_path: Path, name: str) -> Any:
+    """An embedded broker of this test's own (it gets paused or killed), with the pipeline's topics."""
+    from pipeline.broker import EmbeddedBroker
+
+    port = free_port()
+    return EmbeddedBroker(Settings(kafka=f"127.0.0.1:{port}", _env_file=None), port=port,
+                          log_file=tmp_path / f"{name}.log").start()
+
+
+def _produce_cli(broker: Any, tmp_path: Path, *args: str, delivery_timeout: float) -> subprocess.Popen[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENANCE_")}
+    env.update(PROVENANCE_KAFKA=broker.bootstrap, PROVENANCE_DATA_DIR=str(tmp_path / "data"),
+               PROVENANCE_PRODUCER__DELIVERY_TIMEOUT=str(delivery_timeout))
+    return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "produce", "--simulate", "--quiet", *args],
+                            env=env, stderr=subprocess.PIPE, text=True)
+
+
+def _counted(stderr: str) -> tuple[int, int, int]:
+    """(handed over, confirmed, not confirmed) from the error of a run the broker left."""
+    found = re.search(r"input stopped after (\d+) records, (\d+) confirmed, (\d+) not", stderr)
+    assert found, stderr
+    handed, confirmed, lost = map(int, found.groups())
+    return handed, confirmed, lost
+
+
+@pytest.mark.integration
+def test_a_paused_broker_delays_the_run_but_loses_nothing(tmp_path: Path) -> None:
+    """SIGSTOP the broker for less than the delivery timeout: the client retries and every record arrives once."""
+    broker = _own_broker(tmp_path, "broker")
+    try:
+        settings = Settings(kafka=broker.bootstrap, _env_file=None)
+        paused = threading.Event()
+
+        def pause() -> None:
+            time.sleep(1.0)
+            assert broker.process is not None
+            os.kill(broker.process.pid, signal.SIGSTOP)
+            time.sleep(3.0)
+            os.kill(broker.process.pid, signal.SIGCONT)
+            paused.set()
+
+        thread = threading.Thread(target=pause, daemon=True)
+        thread.start()
+        report = produce_records(settings, records_from_simulator(5, 0.0, START), rate=3_000, count=9_000,
+                                 progress=False)
+        thread.join(10)
+        assert paused.is_set()
+        assert report.complete and report.sent == 9_000, report
+        got = read_back(settings, 9_000)
+        assert len(got) == 9_000 and len({r.value for r in got}) == 9_000
+    finally:
+        broker.stop()
+
+
+@pytest.mark.integration
+def test_a_broker_that_does_not_come_back_fails_the_run_loudly(tmp_path: Path) -> None:
+    """kill -9 the broker under an endless paced run: it stops within the bound, non-zero, saying how many."""
+    broker = _own_broker(tmp_path, "broker")
+    try:
+        proc = _produce_cli(broker, tmp_path, "--rate", "2000", delivery_timeout=3)
+        time.sleep(3.0)
+        assert proc.poll() is None, proc.communicate()[1]
+        assert broker.process is not None
+        os.kill(broker.process.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        _, stderr = proc.communicate(timeout=60)
+        took = time.monotonic() - killed
+    finally:
+        broker.stop()
+    assert proc.returncode == 1, stderr
+    assert "confirmed nothing for 3s" in stderr and "Traceback" not in stderr, stderr
+    handed, confirmed, lost = _counted(stderr)
+    assert confirmed > 0 and lost > 0 and confirmed + lost == handed, stderr
+    assert took < 30, f"the run took {took:.0f}s to give up after the broker died"
+
+
+@pytest.mark.integration
+def test_an_in_memory_broker_restarted_mid_run_is_reported(tmp_path: Path) -> None:
+    """A successor on the same port is a new cluster: what the old one confirmed may be gone, so the run fails."""
+    from pipeline.broker import EmbeddedBroker
+
+    first = _own_broker(tmp_path, "broker.1")
+    second = None
+    try:
+        proc = _produce_cli(first, tmp_path, "--rate", "2000", "--count", "12000", delivery_timeout=10)
+        time.sleep(2.5)
+        assert first.process is not None
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait(10)
+        first.process = None
+        second = EmbeddedBroker(first.settings, port=first.port, log_file=tmp_path / "broker.2.log").start()
+        _, stderr = proc.communicate(timeout=90)
+    finally:
+        for b in (first, second):
+            if b is not None:
+                b.stop()
+    assert proc.returncode == 1, stderr
+    assert f"the broker became a new cluster ({second.cluster_id})" in stderr, stderr
+    assert "Traceback" not in stderr, stderr
