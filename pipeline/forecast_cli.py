@@ -114,10 +114,12 @@ def forecast() -> None:
               help="Simulated sites (16 SKUs each, plus the SKU and total aggregates).")
 @click.option("--days", type=click.IntRange(60, 3000), default=800, show_default=True, help="Simulated days.")
 @click.option("--jobs", type=click.IntRange(1, 64), default=2, show_default=True, help="Fit processes.")
+@click.option("--holidays/--no-holidays", default=None,
+              help="Holiday factors for the ensemble from the sites' regional calendar (default: the live setting).")
 @click.option("--per-series/--summary", default=True, show_default=True, help="Print each series' MASE too.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def backtest(db_file: Path | None, horizon: int, folds: int, warmup: int, seeds: tuple[int, ...], sites: int,
-             days: int, jobs: int, per_series: bool, fmt: str) -> None:
+             days: int, jobs: int, holidays: bool | None, per_series: bool, fmt: str) -> None:
     """Rolling-origin backtest: MASE, RMSSE, bias and interval coverage per model, per series and overall.
 
     MASE and RMSSE are scaled by the in-sample weekly seasonal naive error; every
@@ -130,6 +132,8 @@ def backtest(db_file: Path | None, horizon: int, folds: int, warmup: int, seeds:
     from pipeline.settings import Settings
 
     live = Settings().forecast.reconciliation
+    if holidays is None:
+        holidays = Settings().forecast.holidays
 
     runs: list[tuple[str, list[Series]]] = []
     try:
@@ -146,7 +150,7 @@ def backtest(db_file: Path | None, horizon: int, folds: int, warmup: int, seeds:
                     raise BadInput(f"{label}: {max(len(s.y) for s in series)} days of demand; "
                                    f"--warmup {warmup} + --folds {folds} at --horizon {horizon} need {need}")
                 result = run_backtest(series, horizon, folds, warmup,
-                                      lambda fn, js: pool.map(fn, js, chunksize=2))
+                                      lambda fn, js: pool.map(fn, js, chunksize=2), holidays)
                 results.append((label, len(series), result))
     except PipelineError as exc:
         raise fail_on(exc) from None

@@ -126,7 +126,7 @@ class ForecastSettings(_Group):
     processes: int = Field(default=2, ge=1, le=64, description="fit processes (off the event loop)")
     reconciliation: str = Field(default="middle_out", pattern="^(none|bottom_up|top_down|middle_out|mint_wls)$",
                                 description="what the backtest found best; see `provenance forecast backtest`")
-    holidays: bool = Field(default=False, description="give Prophet the sites' regional holidays")
+    holidays: bool = Field(default=True, description="holiday factors from the sites' regional calendar")
 
 
 class MetricsSettings(_Group):

@@ -104,8 +104,12 @@ def _aligned(series: list[Series]) -> date:
 
 
 def run_backtest(series: list[Series], horizon: int = 14, folds: int = 4, warmup: int = 2,
-                 mapper: Mapper | None = None) -> BacktestResult:
-    """Score Prophet, seasonal naive, ETS and the ensemble (each reconciliation) on rolling origins."""
+                 mapper: Mapper | None = None, holidays: bool = False) -> BacktestResult:
+    """Score Prophet, seasonal naive, ETS and the ensemble (each reconciliation) on rolling origins.
+
+    With `holidays` the ensemble gets each site's regional holiday factors, as a
+    live run does with that setting; Prophet, the baselines and the members do not.
+    """
     if horizon < 1 or folds < 1 or warmup < 0:
         raise ConfigError(f"need horizon >= 1, folds >= 1, warmup >= 0; got {horizon}, {folds}, {warmup}")
     if not series:
@@ -126,7 +130,7 @@ def run_backtest(series: list[Series], horizon: int = 14, folds: int = 4, warmup
             if n < 1:
                 continue
             train[s.key] = s.y[:n]
-            jobs.append(SeriesJob(s.key, s.first_day, s.y[:n], horizon, states.get(s.key), s.region))
+            jobs.append(SeriesJob(s.key, s.first_day, s.y[:n], horizon, states.get(s.key), s.region, holidays))
         fits = {f.series_key: f for f in run(fit_series, jobs)}
         for k, f in fits.items():
             states[k] = f.state

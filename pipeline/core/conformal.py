@@ -57,8 +57,9 @@ class ConformalIntervals:
     True
     """
 
-    def __init__(self, capacity: int = 2000, min_pool: int = 30, fallback_width: float = 1.5) -> None:
+    def __init__(self, capacity: int = 2000, min_pool: int = 30, fallback_width: float = 1.5, spread: int = 3) -> None:
         self.capacity = capacity
+        self.spread = spread
         self.min_pool = min_pool
         self.fallback_width = fallback_width
         self.pools: dict[tuple[str, int], deque[float]] = {}
@@ -69,16 +70,16 @@ class ConformalIntervals:
             self.pools.setdefault((cls, step), deque(maxlen=self.capacity)).append(scaled_residual)
 
     def _scores(self, cls: str, step: int) -> np.ndarray | None:
-        pool = self.pools.get((cls, step))
-        if pool is not None and len(pool) >= self.min_pool:
-            return np.asarray(pool)
-        # too few at this step: borrow the neighbouring steps of the same class
+        """The class's residuals at `step` and the `spread` steps either side (None below `min_pool`).
+
+        Errors change slowly with the lead time, and a pool of one step holds
+        few residuals: its finite-sample rank then widens the interval well past
+        the level it is for.
+        """
         near: list[float] = []
-        for s in range(max(0, step - 3), step + 4):
+        for s in range(max(0, step - self.spread), step + self.spread + 1):
             near += self.pools.get((cls, s), ())
-        if len(near) >= self.min_pool:
-            return np.asarray(near)
-        return None
+        return np.asarray(near) if len(near) >= self.min_pool else None
 
     def interval(self, cls: str, yhat: np.ndarray, scale: float) -> tuple[np.ndarray, ...]:
         """(lower80, upper80, lower95, upper95) around `yhat`, ordered and never below zero."""
@@ -103,11 +104,12 @@ class ConformalIntervals:
 
     def to_json(self) -> dict[str, Any]:
         return {"capacity": self.capacity, "min_pool": self.min_pool, "fallback_width": self.fallback_width,
+                "spread": self.spread,
                 "pools": [[c, s, list(p)] for (c, s), p in self.pools.items()]}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> ConformalIntervals:
-        out = cls(data["capacity"], data["min_pool"], data["fallback_width"])
+        out = cls(data["capacity"], data["min_pool"], data["fallback_width"], int(data.get("spread", 3)))
         for c, s, p in data["pools"]:
             out.pools[(c, int(s))] = deque(p, maxlen=out.capacity)
         return out

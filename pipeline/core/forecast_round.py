@@ -30,6 +30,7 @@ from pipeline.core.forecaster import (
     forecaster_from_json,
     seasonal_naive_scale,
 )
+from pipeline.core.holiday_effect import holiday_factors
 from pipeline.core.intermittent import TSB
 from pipeline.core.prophet_model import ProphetForecaster
 from pipeline.core.reconcile import reconcile
@@ -40,13 +41,14 @@ WINDOW = 56  # scored days the weights and the point scale look back
 DEFAULT_HORIZON = 28
 
 
-def default_ensemble(region: str | None = None, holidays: bool = False, power: float | None = None) -> Ensemble:
+def default_ensemble(power: float | None = None) -> Ensemble:
     """Prophet (the named model), ETS, TSB and the weekday median, weighted by recent errors.
 
     The weekly seasonal naive forecast is no member (as one it made the
     combination worse on every backtest seed); it stays the fallback and a baseline.
+    The members forecast ordinary days; holidays are factors on top (`holiday_effect.py`).
     """
-    return Ensemble([ProphetForecaster(region=region, holidays=holidays), ETS(), TSB(), SeasonalMedian(7, 8)],
+    return Ensemble([ProphetForecaster(), ETS(), TSB(), SeasonalMedian(7, 8)],
                     window=WINDOW, power=POWER if power is None else power)
 
 
@@ -75,6 +77,7 @@ class SeriesFit:
     state: dict[str, Any] | None
     seconds: dict[str, tuple[float, float]] = field(default_factory=dict)  # member -> (fit, predict)
     scale: float = 1.0  # point forecast = reconciled yhat * scale
+    holidays: np.ndarray | None = None  # per-day factors of the holidays in the horizon, when the job asked
     cpu_seconds: float = 0.0  # the whole fit (restore, members, scale), when the caller measured it
 
 
@@ -115,7 +118,11 @@ def fit_series(job: SeriesJob, timer: Callable[[], float] | None = None) -> Seri
     warm = [m for m in ens.members if isinstance(m, ProphetForecaster)]
     if warm:
         model["prophet_warm_start"] = warm[0].warm
-    return SeriesFit(job.series_key, first_ds, yhat, members, model, _compact(ens), seconds, scale)
+    factors = holiday_factors(y, job.first_day, job.region, job.horizon) if job.holidays else None
+    if factors is not None and (factors != 1.0).any():
+        model["holiday_factors"] = {(first_ds + timedelta(days=int(i))).isoformat(): round(float(factors[i]), 3)
+                                    for i in np.flatnonzero(factors != 1.0)}
+    return SeriesFit(job.series_key, first_ds, yhat, members, model, _compact(ens), seconds, scale, holidays=factors)
 
 
 def _restore(job: SeriesJob, y: np.ndarray) -> Ensemble:
@@ -125,7 +132,7 @@ def _restore(job: SeriesJob, y: np.ndarray) -> Ensemble:
     """
     ens: Ensemble
     if job.state is None:
-        ens = default_ensemble(job.region, job.holidays)
+        ens = default_ensemble()
         ens.start(job.first_day)
         ens.learn_many(y)
         return ens
@@ -176,8 +183,9 @@ def assemble(fits: list[SeriesFit], histories: Mapping[str, np.ndarray], conform
 
 def point_forecasts(fits: Mapping[str, SeriesFit], method: str, variances: Mapping[str, float] | None = None,
                     histories: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
-    """Each series' point forecast: the reconciled mean forecasts, each times its series' point scale."""
-    coherent = reconcile({k: f.yhat for k, f in fits.items()}, method, variances, histories)
+    """Each series' point forecast: the reconciled mean forecasts (holidays applied), each times its point scale."""
+    factors = {k: f.holidays for k, f in fits.items() if f.holidays is not None}
+    coherent = reconcile({k: f.yhat for k, f in fits.items()}, method, variances, histories, factors=factors)
     return {k: coherent[k] * fits[k].scale for k in fits}
 
 

@@ -9,7 +9,9 @@ and `mint_wls` (MinT with a diagonal covariance: the least-squares coherent
 forecast, each series weighted by the inverse variance of its past errors,
 Wickramasuriya, Athanasopoulos and Hyndman 2019). The backtest chooses between
 them. Negative bottom values are clipped before summing up, so every level stays
-non-negative and coherent.
+non-negative and coherent. Per-day `factors` (holiday effects, `holiday_effect.py`)
+multiply the coherent SKU×site forecasts before they are summed, so the aggregates
+carry their sites' holidays and still add up.
 """
 
 from __future__ import annotations
@@ -46,7 +48,8 @@ def hierarchy(keys: list[str]) -> tuple[list[str], dict[str, list[int]]]:
 
 def reconcile(forecasts: Mapping[str, np.ndarray], method: str,
               variances: Mapping[str, float] | None = None,
-              history: Mapping[str, np.ndarray] | None = None, window: int = 91) -> dict[str, np.ndarray]:
+              history: Mapping[str, np.ndarray] | None = None, window: int = 91,
+              factors: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
     """Coherent versions of `forecasts` (series key -> horizon array).
 
     >>> f = {"total": np.array([12.0]), "sku=A": np.array([9.0]), "sku=A|site=1": np.array([4.0]),
@@ -61,8 +64,9 @@ def reconcile(forecasts: Mapping[str, np.ndarray], method: str,
         raise ConfigError(f"unknown reconciliation {method!r}; expected one of {', '.join(METHODS)}")
     keys = list(forecasts)
     bottom, groups = hierarchy(keys)
+    factors = factors or {}
     if method == "none" or not bottom:
-        return {k: np.maximum(v, 0.0) for k, v in forecasts.items()}
+        return {k: np.maximum(v, 0.0) * factors.get(k, 1.0) for k, v in forecasts.items()}
     yb = np.asarray([forecasts[k] for k in bottom], dtype=float)
     if method == "top_down" and TOTAL in forecasts and history is not None:
         recent = np.asarray([float(np.sum(history[k][-window:])) if k in history else 0.0 for k in bottom])
@@ -79,11 +83,14 @@ def reconcile(forecasts: Mapping[str, np.ndarray], method: str,
     elif method == "mint_wls":
         yb = _mint_wls(forecasts, bottom, groups, variances)
     yb = np.maximum(yb, 0.0)
+    for i, k in enumerate(bottom):
+        if k in factors:
+            yb[i] = yb[i] * factors[k]
     out = {k: yb[i] for i, k in enumerate(bottom)}
     for g, idx in groups.items():
         out[g] = yb[idx].sum(axis=0)
     for k in keys:  # series outside the hierarchy (none today) pass through
-        out.setdefault(k, np.maximum(forecasts[k], 0.0))
+        out.setdefault(k, np.maximum(forecasts[k], 0.0) * factors.get(k, 1.0))
     return out
 
 

@@ -12,6 +12,8 @@ from pipeline.core.conformal import ConformalIntervals
 from pipeline.core.demand_profile import DemandProfile
 from pipeline.core.forecast_round import SeriesJob, assemble, fit_series
 from pipeline.core.forecast_scoring import ForecastScorer
+from pipeline.core.holiday_calendar import holiday_table
+from pipeline.core.holiday_effect import holiday_factors
 from pipeline.core.reconcile import METHODS, reconcile
 from pipeline.errors import ConfigError
 
@@ -117,3 +119,61 @@ def test_backtest_is_deterministic_for_a_seed() -> None:
     assert a.summary("ensemble/mint_wls")["negative"] == 0
     with pytest.raises(ConfigError):
         run_backtest(small_series(3)[:1] + [Series("x", date(2026, 1, 2), np.ones(3))])
+
+
+def na_retail_series(days: int, end: date) -> tuple[date, np.ndarray]:
+    """A busy retail SKU at a North American site: closed on Thanksgiving, lifted on Black Friday."""
+    p = DemandProfile(2)
+    s = max((s for s in p.series() if s.site.region == "NA" and s.retail and not s.intermittent),
+            key=lambda s: s.base)
+    first = end - timedelta(days=days - 1)
+    return first, p.sample(s, first, days)
+
+
+def test_holiday_factors_are_what_the_series_showed_on_the_same_holidays() -> None:
+    first, y = na_retail_series(800, date(2026, 11, 15))
+    factors = holiday_factors(y, first, "NA", 28)
+    steps = {name: (d - date(2026, 11, 16)).days for name, d in holiday_table("NA", date(2026, 11, 16), date(2026, 12, 13))}
+    assert factors[steps["thanksgiving"]] < 0.5 and factors[steps["black_friday"]] > 1.3
+    ordinary = np.delete(factors, list(steps.values()))
+    assert (ordinary == 1.0).all()
+    assert (holiday_factors(y, first, "EU", 28) == 1.0).all() and (holiday_factors(y, first, None, 28) == 1.0).all()
+    with pytest.raises(ConfigError):
+        holiday_factors(y, first, "NA", 0)
+
+
+def test_a_fit_asked_for_holidays_carries_their_factors_and_says_so() -> None:
+    first, y = na_retail_series(800, date(2026, 11, 15))
+    plain = fit_series(SeriesJob("sku=A|site=S", first, y, 14, region="NA"))
+    told = fit_series(SeriesJob("sku=A|site=S", first, y, 14, region="NA", holidays=True))
+    assert plain.holidays is None and "holiday_factors" not in plain.model
+    assert told.holidays is not None and set(told.model["holiday_factors"]) == {"2026-11-26", "2026-11-27"}
+    assert np.allclose(told.yhat, plain.yhat)  # the members forecast ordinary days
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_holiday_factors_scale_the_sites_and_the_sums_carry_them(method: str) -> None:
+    f = hierarchy_forecasts(np.random.default_rng(3))
+    hist = {k: np.ones(28) * (i + 1) for i, k in enumerate(f)}
+    closed = np.ones(7)
+    closed[2] = 0.2
+    plain = reconcile(f, method, None, hist)
+    out = reconcile(f, method, None, hist, factors={"sku=A|site=1": closed})
+    assert np.allclose(out["sku=A|site=1"], plain["sku=A|site=1"] * closed)
+    assert np.allclose(out["sku=B|site=2"], plain["sku=B|site=2"])
+    if method != "none":
+        assert np.allclose(out["sku=A"], sum(out[f"sku=A|site={t}"] for t in "123"))
+        assert np.allclose(out["total"], out["sku=A"] + out["sku=B"])
+
+
+def test_conformal_steps_share_their_neighbours_residuals() -> None:
+    pools = ConformalIntervals(min_pool=20, spread=3)
+    for step in range(1, 5):  # step 0 itself has none
+        for r in np.linspace(-1.0, 1.0, 10):
+            pools.update("site/smooth", step, float(r))
+    lo, hi, _, _ = pools.interval("site/smooth", np.array([5.0]), 1.0)
+    assert 3.8 < lo[0] < 5.0 < hi[0] < 6.2  # from steps 1-3, not the fallback width of +-1.9
+    narrow = ConformalIntervals(min_pool=20, spread=0)
+    lo, hi, _, _ = narrow.interval("site/smooth", np.array([5.0]), 1.0)
+    assert hi[0] == pytest.approx(5.0 + 1.28 * 1.5)
+    assert ConformalIntervals.from_json(pools.to_json()).spread == 3
