@@ -33,6 +33,9 @@ from pipeline.core.fleet_catalog import SITES
 from pipeline.core.forecast_round import SeriesFit, SeriesJob, assemble
 
 
+_REGION = {s.gln: s.region for s in SITES}
+
+
 def build(series: int, days: int, seed: int) -> tuple[date, dict[str, np.ndarray]]:
     sites = SITES[:25]
     profile = DemandProfile(seed, synthetic_skus(max(1, series // len(sites)), seed), sites)
@@ -48,7 +51,8 @@ def build(series: int, days: int, seed: int) -> tuple[date, dict[str, np.ndarray
 
 async def round_(pool: FitPool, first: date, data: dict[str, np.ndarray], days: int, horizon: int,
                  states: dict[str, dict | None]) -> tuple[float, list[SeriesFit]]:
-    jobs = [SeriesJob(k, first, y[:days], horizon, states.get(k)) for k, y in data.items()]
+    jobs = [SeriesJob(k, first, y[:days], horizon, states.get(k), _REGION.get(k.split("|site=")[-1]), True)
+            for k, y in data.items()]  # as a live round: the sites' regions, holiday factors on
     t, c = time.perf_counter(), time.process_time()
     fits = await pool.fit(jobs)
     assemble(fits, {k: y[:days] for k, y in data.items()}, ConformalIntervals(), "middle_out")
