@@ -7,6 +7,7 @@ keeps topics in memory: fine for the demo and tests, while production points
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -178,6 +179,39 @@ class ClusterProbe:
         if admin is not None:
             with contextlib.suppress(Exception):
                 admin.close()  # type: ignore[attr-defined]
+
+
+def current_cluster_id(bootstrap: str, attempts: int = 20, pause: float = 0.5) -> str:
+    """The id of the cluster at `bootstrap`, asked up to `attempts` times, or a BrokerError."""
+    probe = ClusterProbe(bootstrap)
+    try:
+        for _ in range(attempts):
+            found = probe.cluster_id()
+            if found:
+                return found
+            time.sleep(pause)
+    finally:
+        probe.close()
+    raise BrokerError(f"the broker at {bootstrap} does not say which cluster it is (none there? start one with "
+                      "`provenance broker` or set PROVENANCE_KAFKA)")
+
+
+async def watch_cluster(bootstrap: str, first: str, every: float = 2.0) -> None:
+    """Return never; raise BrokerError once the broker at `bootstrap` answers as a cluster other than `first`.
+
+    State loaded from the old cluster (offsets, replayed partitions) does not describe
+    the new one; only a restart is exact. A broker that is merely unreachable is waited for.
+    """
+    probe = ClusterProbe(bootstrap)
+    try:
+        while True:
+            found = await asyncio.to_thread(probe.cluster_id)
+            if found and found != first:
+                raise BrokerError(f"the broker at {bootstrap} is a new cluster ({found}, was {first}): it lost "
+                                  "its data (an in-memory broker restarted?)")
+            await asyncio.sleep(every)
+    finally:
+        probe.close()
 
 
 def create_topics(settings: Settings, bootstrap: str | None = None) -> list[str]:

@@ -17,10 +17,11 @@ from typing import Any
 
 import faust
 
-from pipeline import metrics
+from pipeline import fatal, metrics
 from pipeline.analytics.anomalies import DelayAnomalies
 from pipeline.analytics.feed import Output, PartitionReplay, SealedHandler, decode_messages
 from pipeline.analytics.forecasts import DemandForecasts
+from pipeline.broker import current_cluster_id, exit_when_lost, watch_cluster
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,13 @@ class Feeder:
             await f
 
 
-def build_app(settings: Settings, handlers: list[SealedHandler] | None = None) -> faust.App:
-    """The analytics app with its agent and rebalance hooks."""
+def build_app(settings: Settings, handlers: list[SealedHandler] | None = None,
+              cluster_id: str | None = None) -> faust.App:
+    """The analytics app with its agent and rebalance hooks.
+
+    `cluster_id`: the Kafka cluster it starts against; once the broker answers as another
+    (an in-memory broker restarted empty), the process exits 70 (see `run_analytics`).
+    """
     topics = settings.topics
     a = settings.analytics
     (settings.data_dir / "analytics").mkdir(parents=True, exist_ok=True)
@@ -184,6 +190,11 @@ def build_app(settings: Settings, handlers: list[SealedHandler] | None = None) -
             for partition in sorted(by_partition):
                 await feeder.feed(partition, by_partition[partition])
 
+    if cluster_id is not None:
+        @app.task
+        async def broker_watch() -> None:
+            await fatal.guarded("the broker watch", lambda: watch_cluster(settings.kafka, cluster_id))
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         feeder.revoke([tp.partition for tp in revoked if tp.topic == entries])
@@ -196,8 +207,16 @@ def build_app(settings: Settings, handlers: list[SealedHandler] | None = None) -
 
 
 def run_analytics(settings: Settings, loglevel: str = "warning") -> None:
-    """Run the analytics process until SIGINT/SIGTERM."""
-    app = build_app(settings)
+    """Run the analytics process until SIGINT/SIGTERM; exit 70 when the in-memory broker it reads is lost.
+
+    Such a broker comes back empty: the rows derived from it describe a ledger the new
+    cluster does not have, and a consumer that reconnected would wait on topics that
+    were recreated from nothing. Exiting lets a supervisor restart the process, which
+    then replays the new cluster's `ledger.entries` from offset 0 like any start.
+    """
+    cluster_id = current_cluster_id(settings.kafka)
+    exit_when_lost(cluster_id, "the analytics process")
+    app = build_app(settings, cluster_id=cluster_id)
     metrics.serve(settings.metrics.analytics_port, settings.metrics.host, "analytics")
     worker = faust.Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

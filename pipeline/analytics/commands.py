@@ -11,9 +11,13 @@ import click
 def analytics(loglevel: str) -> None:
     """The models on the sealed stream (ledger.entries): delay anomalies, against PROVENANCE_KAFKA."""
     from pipeline.analytics.app import run_analytics
-    from pipeline.cli import load_settings
+    from pipeline.cli_support import fail_on, load_settings
+    from pipeline.errors import PipelineError
 
-    run_analytics(load_settings(), loglevel)
+    try:
+        run_analytics(load_settings(), loglevel)
+    except PipelineError as exc:
+        raise fail_on(exc) from None
 
 
 @click.group()

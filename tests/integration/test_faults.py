@@ -84,27 +84,43 @@ def test_kill_9_the_store_and_restart_it(cluster: Cluster) -> None:
     stop_and_check(cluster, producer)
 
 
+def start_analytics(c: Cluster, n: int) -> subprocess.Popen[bytes]:
+    """The analytics process (incarnation n) as a real process, in a consumer group of this test's own."""
+    from pipeline.procs import spawn
+
+    env = dict(c.env, PROVENANCE_ANALYTICS__GROUP_ID=f"{c.settings.worker.group_id}-analytics")
+    proc = spawn([sys.executable, "-m", "pipeline.cli", "analytics"], env, c.logs / f"analytics.{n}.log")
+    c.everything.append((f"analytics.{n}", proc))
+    return proc
+
+
+def analytics_consumed(c: Cluster) -> int:
+    """Offsets of ledger.entries the analytics group committed on the broker now (0 if none)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    entries = c.settings.topics.name(c.settings.topics.entries)
+    consumer = KafkaConsumer(bootstrap_servers=c.settings.kafka, group_id=f"{c.settings.worker.group_id}-analytics",
+                             enable_auto_commit=False, client_id="test-offsets")
+    try:
+        committed = (consumer.committed(TopicPartition(entries, p)) for p in range(c.settings.topics.ledger_partitions))
+        return sum(offset or 0 for offset in committed)
+    finally:
+        consumer.close()
+
+
 def test_kill_9_the_analytics_process(cluster: Cluster) -> None:
     """The analytics process reads ledger.entries only: killing it never touches the ledger."""
-    env = dict(cluster.env, PROVENANCE_ANALYTICS__GROUP_ID=f"{cluster.settings.worker.group_id}-analytics")
     cluster.start_store()
     cluster.start_worker("worker-a")
     producer = Producer(cluster.settings, seed=47, rate=RATE, limit=LIMIT).start()
 
-    def start_analytics(n: int) -> subprocess.Popen[bytes]:
-        from pipeline.procs import spawn
-
-        proc = spawn([sys.executable, "-m", "pipeline.cli", "analytics"], env, cluster.logs / f"analytics.{n}.log")
-        cluster.everything.append((f"analytics.{n}", proc))
-        return proc
-
-    analytics = start_analytics(1)
+    analytics = start_analytics(cluster, 1)
     for round_ in range(2):
         wait_events(cluster, cluster.events() + 800, f"before analytics kill {round_ + 1}")
         assert analytics.poll() is None, f"analytics exited with {analytics.returncode}"
         os.kill(analytics.pid, signal.SIGKILL)
         analytics.wait(30)
-        analytics = start_analytics(round_ + 2)
+        analytics = start_analytics(cluster, round_ + 2)
     wait_events(cluster, cluster.events() + 800, "after the last analytics restart")
     wait_for(lambda: analytics.poll() is None, 5, "the analytics process to stay up")
     stop_and_check(cluster, producer)
@@ -143,7 +159,8 @@ def test_restart_the_embedded_broker(pipeline_settings: Any, tmp_path: Path) -> 
     resent to its successor). Restarted, the worker continues each log in a new
     epoch (`<topic>@1/<p>`, height 0) instead of forking the old one; the store
     drops its old offsets, reads the new topics from their start, and reports the
-    reset; every log stays verifiable and the audit is clean.
+    reset; every log stays verifiable and the audit is clean. The analytics process
+    exits 70 with them and, restarted, consumes the new cluster's ledger.entries.
     """
     from pipeline.broker import EmbeddedBroker, free_port
 
@@ -157,6 +174,7 @@ def test_restart_the_embedded_broker(pipeline_settings: Any, tmp_path: Path) -> 
     try:
         c.start_store()
         c.start_worker("worker-a")
+        analytics = start_analytics(c, 1)
         before = Producer(settings, seed=53, rate=RATE, limit=LIMIT).start()
         wait_events(c, 1500, "before the broker restart")
         stream1 = before.stop(60)  # every event of it is on the broker: what it loses is known below
@@ -169,7 +187,8 @@ def test_restart_the_embedded_broker(pipeline_settings: Any, tmp_path: Path) -> 
         # Loud: both exit 70 at once, naming the lost broker, before anything could reach a successor.
         store, worker = c.store, c.workers.pop("worker-a")
         assert store is not None
-        for proc, log in ((worker, c.worker_log("worker-a")), (store, tmp_path / "store.log")):
+        for proc, log in ((worker, c.worker_log("worker-a")), (store, tmp_path / "store.log"),
+                          (analytics, tmp_path / "analytics.1.log")):
             assert proc.wait(30) == 70, f"{log.name}: exit {proc.returncode}"
             assert "the connection to the in-memory broker" in log.read_text(errors="replace"), log.name
         second = EmbeddedBroker(settings, port=port, log_file=tmp_path / "broker.2.log").start()  # topics return
@@ -179,6 +198,7 @@ def test_restart_the_embedded_broker(pipeline_settings: Any, tmp_path: Path) -> 
         assert health["broker"]["last_reset"]["to"] == second.cluster_id, health["broker"]
         assert health["broker"]["last_reset"]["from"] == first.cluster_id
         c.start_worker("worker-a")
+        analytics = start_analytics(c, 2)
         after = Producer(settings, seed=59, rate=RATE, limit=LIMIT).start()
         exits: list[tuple[int, str]] = []
         _supervise(c, "worker-a", exits, lambda: "a new epoch" in c.worker_log("worker-a").read_text(), 90)
@@ -186,6 +206,9 @@ def test_restart_the_embedded_broker(pipeline_settings: Any, tmp_path: Path) -> 
         stream2 = after.stop(120)
         key = wait_landed(c, _Remaining(stream2, recorded_at_kill))
         assert c.workers["worker-a"].poll() is None and not exits, [code for code, _ in exits]
+        # Restarted against the new cluster, the analytics process reads its ledger.entries and stays up.
+        wait_for(lambda: analytics_consumed(c) > 0, 60, "the restarted analytics process to consume")
+        assert analytics.poll() is None, f"analytics exited with {analytics.returncode}"
         c.stop_all()
         store_log = (tmp_path / "store.log").read_text(errors="replace")
         assert "is a new cluster" in store_log
