@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.core.intermittent import zero_share
+from pipeline.core.intermittent import INTERMITTENT_ZERO_SHARE, RECENT_DAYS, zero_share
 
 LEVELS = (0.8, 0.95)
 
@@ -30,8 +30,8 @@ def series_class(series_key: str, y: np.ndarray) -> str:
     'aggregate/smooth'
     """
     level = "site" if "|site=" in series_key else "aggregate"
-    recent = y[-56:]
-    pattern = "intermittent" if zero_share(recent) > 0.3 else "smooth"
+    recent = y[-RECENT_DAYS:]
+    pattern = "intermittent" if zero_share(recent) > INTERMITTENT_ZERO_SHARE else "smooth"
     return f"{level}/{pattern}"
 
 

@@ -83,12 +83,16 @@ class Ensemble(Forecaster):
         return point_scale(np.asarray(self.history), self.scored)
 
     def member_weights(self) -> list[float]:
-        """Current weights, summing to 1."""
+        """Current weights, summing to 1; a member that does not apply to this series (`applies`) weighs 0."""
+        y = np.asarray(self.history)
+        on = np.asarray([m.applies(y) for m in self.members], dtype=float)
+        if not on.any():
+            on[:] = 1.0
         if not self.errors:
-            return [1.0 / len(self.members)] * len(self.members)
+            return [float(w) for w in on / on.sum()]
         mae = np.asarray(self.errors).mean(axis=0)
-        scale = float(mae.max()) or 1.0
-        inv = (np.maximum(mae / scale, 1e-3)) ** -self.power
+        scale = float(mae[on > 0].max()) or 1.0
+        inv = on * (np.maximum(mae / scale, 1e-3)) ** -self.power
         return [float(w) for w in inv / inv.sum()]
 
     def forecast(self, horizon: int) -> np.ndarray:

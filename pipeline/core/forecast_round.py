@@ -27,6 +27,7 @@ from pipeline.core.forecaster import (
     Forecaster,
     SeasonalMedian,
     SeasonalNaive,
+    WeekdayProfile,
     forecaster_from_json,
     seasonal_naive_scale,
 )
@@ -42,13 +43,13 @@ DEFAULT_HORIZON = 28
 
 
 def default_ensemble(power: float | None = None) -> Ensemble:
-    """Prophet (the named model), ETS, TSB and the weekday median, weighted by recent errors.
+    """Prophet (the named model), ETS, TSB (intermittent series only), the weekday median and profile.
 
-    The weekly seasonal naive forecast is no member (as one it made the
+    Weighted by their recent errors on the series. The weekly seasonal naive forecast is no member (as one it made the
     combination worse on every backtest seed); it stays the fallback and a baseline.
     The members forecast ordinary days; holidays are factors on top (`holiday_effect.py`).
     """
-    return Ensemble([ProphetForecaster(), ETS(), TSB(), SeasonalMedian(7, 8)],
+    return Ensemble([ProphetForecaster(), ETS(), TSB(), SeasonalMedian(7, 8), WeekdayProfile(52, 56)],
                     window=WINDOW, power=POWER if power is None else power)
 
 

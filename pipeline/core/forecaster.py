@@ -85,6 +85,10 @@ class Forecaster:
             self.fit_seconds, self.predict_seconds = t1 - t0, clock() - t1
         return np.where(np.isfinite(out), np.maximum(out, 0.0), float(np.mean(y)))
 
+    def applies(self, y: np.ndarray) -> bool:
+        """Whether this model's forecast of a series with history `y` should count in a combination."""
+        return True
+
     def _fit(self, y: np.ndarray) -> None:
         """Refit on `y` (the last `max_history` days); default: nothing to fit."""
 
@@ -193,3 +197,42 @@ class SeasonalMedian(Forecaster):
             same = y[n - self.season + (step % self.season)::-self.season][: self.window]
             out[step] = float(np.median(same))
         return out
+
+
+@register
+class WeekdayProfile(Forecaster):
+    """The recent level times a weekday profile: multiplicative weekly season, as demand has it.
+
+    ETS and Prophet add the weekly pattern; on demand that moves with the season
+    the weekday swing moves with it. Here the profile is each weekday's share over
+    the last `weeks` weeks and the level the last `level_days` days over their
+    profile, so a busier season scales every weekday alike.
+
+    >>> m = WeekdayProfile(weeks=4, level_days=7)
+    >>> m.learn_many([2, 2, 2, 2, 2, 1, 3] * 3 + [4, 4, 4, 4, 4, 2, 6])
+    >>> m.forecast(7).tolist()  # last week twice as busy: every weekday twice its share
+    [4.0, 4.0, 4.0, 4.0, 4.0, 2.0, 6.0]
+    """
+
+    name = "weekday_profile"
+
+    def __init__(self, weeks: int = 52, level_days: int = 56) -> None:
+        super().__init__()
+        if weeks < 1 or level_days < 7:
+            raise ConfigError(f"need weeks >= 1 and level_days >= 7, got {weeks}, {level_days}")
+        self.weeks = weeks
+        self.level_days = level_days
+
+    def _predict(self, y: np.ndarray, horizon: int) -> np.ndarray:
+        n = len(y)
+        if n < 7:
+            return np.full(horizon, float(np.mean(y)))
+        weekday = np.arange(n) % 7
+        recent, days = y[-7 * self.weeks:], weekday[-7 * self.weeks:]
+        profile = np.array([recent[days == d].mean() for d in range(7)])
+        mean = float(profile.mean())
+        if mean <= 0:
+            return np.zeros(horizon)
+        profile /= mean
+        level = float(y[-self.level_days:].sum()) / max(float(profile[weekday[-self.level_days:]].sum()), 1e-9)
+        return np.asarray(level * profile[np.arange(n, n + horizon) % 7])

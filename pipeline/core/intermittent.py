@@ -11,6 +11,9 @@ import numpy as np
 
 from pipeline.core.forecaster import Forecaster, register
 
+RECENT_DAYS = 56  # days whose zero share says whether a series is intermittent now
+INTERMITTENT_ZERO_SHARE = 0.3
+
 
 @register
 class TSB(Forecaster):
@@ -32,6 +35,10 @@ class TSB(Forecaster):
         self.alpha_p = alpha_p
         self.max_history = max_history
 
+    def applies(self, y: np.ndarray) -> bool:
+        """Only on intermittent series: on a smooth one its flat rate misses the weekly pattern."""
+        return zero_share(y[-RECENT_DAYS:]) > INTERMITTENT_ZERO_SHARE
+
     def _predict(self, y: np.ndarray, horizon: int) -> np.ndarray:
         if not np.any(y > 0):
             return np.zeros(horizon)
@@ -42,7 +49,7 @@ class TSB(Forecaster):
 
 
 def zero_share(y: np.ndarray) -> float:
-    """The share of days without demand: above ~0.3 a series is intermittent.
+    """The share of days without demand: above `INTERMITTENT_ZERO_SHARE` a series is intermittent.
 
     >>> zero_share(np.array([0.0, 2.0, 0.0, 0.0]))
     0.75

@@ -34,7 +34,7 @@ def test_a_refit_is_warm_and_scores_the_forecast_it_made() -> None:
     assert again.state is not None and len(again.state["state"]["errors"]) == 14
     weights = [m["weight"] for m in again.model["members"]]
     assert abs(sum(weights) - 1) < 1e-3 and len(set(weights)) > 1
-    assert {m["name"] for m in again.model["members"]} == {"prophet", "ets", "tsb", "seasonal_median"}
+    assert {m["name"] for m in again.model["members"]} == {"prophet", "ets", "tsb", "seasonal_median", "weekday_profile"}
     assert set(again.members) >= {"prophet", "ets", "seasonal_naive"}  # the baselines a backtest shows
     assert again.model["point_scale"] == pytest.approx(again.scale, abs=1e-4)
 

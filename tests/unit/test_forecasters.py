@@ -10,7 +10,7 @@ import pytest
 
 from pipeline.core.ensemble import Ensemble
 from pipeline.core.ets import ETS
-from pipeline.core.forecaster import Forecaster, SeasonalMedian, SeasonalNaive, forecaster_from_json
+from pipeline.core.forecaster import Forecaster, SeasonalMedian, SeasonalNaive, WeekdayProfile, forecaster_from_json
 from pipeline.core.intermittent import TSB
 from pipeline.core.prophet_model import ProphetForecaster, point_forecast
 from pipeline.errors import ConfigError
@@ -34,12 +34,13 @@ EDGE = {
 MODELS = [
     lambda: SeasonalNaive(7),
     lambda: SeasonalMedian(7, 8),
+    lambda: WeekdayProfile(52, 56),
     lambda: ETS(),
     lambda: TSB(),
     lambda: ProphetForecaster(),
     lambda: Ensemble([SeasonalNaive(7), ETS(), TSB(), SeasonalMedian()]),
 ]
-IDS = ["seasonal_naive", "seasonal_median", "ets", "tsb", "prophet", "ensemble"]
+IDS = ["seasonal_naive", "seasonal_median", "weekday_profile", "ets", "tsb", "prophet", "ensemble"]
 
 
 @pytest.fixture(params=MODELS, ids=IDS)
@@ -136,3 +137,24 @@ def test_ensemble_weights_follow_recent_errors() -> None:
     w = e.member_weights()
     assert abs(sum(w) - 1) < 1e-9 and w[0] > w[1]
     assert "seasonal_naive" in e.describe()
+
+
+def test_weekday_profile_scales_every_weekday_with_the_level() -> None:
+    week = np.array([10.0, 10, 10, 10, 20, 30, 0])
+    m = WeekdayProfile(weeks=8, level_days=14)
+    m.learn_many(np.concatenate([np.tile(week, 6), np.tile(1.5 * week, 2)]))
+    f = m.forecast(7)
+    assert np.allclose(f / f.sum(), week / week.sum()) and f.sum() == pytest.approx(1.5 * week.sum())
+    with pytest.raises(ConfigError):
+        WeekdayProfile(weeks=0)
+
+
+def test_tsb_weighs_nothing_on_a_smooth_series_and_counts_on_an_intermittent_one() -> None:
+    smooth = Ensemble([SeasonalMedian(7, 8), TSB()])
+    smooth.learn_many(weekly(70))
+    smooth.forecast(7)
+    assert smooth.weights == [1.0, 0.0]
+    lumpy = Ensemble([SeasonalMedian(7, 8), TSB()])
+    lumpy.learn_many(EDGE["intermittent"])
+    lumpy.forecast(7)
+    assert lumpy.weights[1] > 0
