@@ -10,101 +10,27 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import duckdb
-import pyarrow as pa
 
-from pipeline.core.blocks import BlockHeader
-from pipeline.core.log_ids import parse_log_id
 from pipeline.errors import NotFound, StoreError
-from pipeline.store.epcis_rows import insert_epcis_entries
 from pipeline.store.sandbox import QueryResult, run_query
+from pipeline.store.writer import IngestBatch, IngestResult, RecordedEventId, write_batch
+
+__all__ = ["Database", "IngestBatch", "IngestResult"]
 
 
-@dataclass
-class IngestBatch:
-    """Rows decoded from one poll of the result topics, written in one transaction."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
-    blocks: list[BlockHeader] = field(default_factory=list)
-    dead_letters: list[dict[str, Any]] = field(default_factory=list)
-    checkpoints: list[dict[str, Any]] = field(default_factory=list)
-    cosignatures: list[dict[str, Any]] = field(default_factory=list)
-    anomalies: list[dict[str, Any]] = field(default_factory=list)
-    tiles: dict[tuple[str, int, int], bytes] = field(default_factory=dict)
-    demand: list[dict[str, Any]] = field(default_factory=list)
-    forecasts: list[dict[str, Any]] = field(default_factory=list)
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return (len(self.entries) + len(self.blocks) + len(self.dead_letters) + len(self.checkpoints)
-                + len(self.cosignatures) + len(self.anomalies) + len(self.demand) + len(self.forecasts))
-
-
-@dataclass
-class IngestResult:
-    """Rows one batch added (replays add none)."""
-
-    events: int = 0
-    duplicates: int = 0
-    blocks: int = 0
-    conflicts: int = 0
-    dead_letters: int = 0
-    checkpoints: int = 0
-    anomalies: int = 0
-    epcis_events: int = 0
-
-    def add(self, other: IngestResult) -> None:
-        for f in fields(IngestResult):
-            setattr(self, f.name, getattr(self, f.name) + getattr(other, f.name))
-
-
-def _insert_forecasting(cur: duckdb.DuckDBPyConnection, demand: list[dict[str, Any]],
-                        forecasts: list[dict[str, Any]]) -> None:
-    """Demand parts keep the larger total of a day (totals only grow), `demand` sums them; forecasts are written once."""
-    if demand:
-        parts: dict[tuple[str, str, int], float] = {}
-        for r in demand:
-            k = (r["series_key"], str(r["ds"]), int(r.get("part", 0)))
-            parts[k] = max(parts.get(k, 0.0), float(r["y"]))
-        cur.register("staged_demand", pa.table({
-            "series_key": [k[0] for k in parts], "ds": pa.array([k[1] for k in parts]).cast(pa.date32()),
-            "part": pa.array([k[2] for k in parts], pa.int32()), "y": list(parts.values())}))
-        cur.execute("INSERT INTO demand_parts SELECT * FROM staged_demand ON CONFLICT (series_key, ds, part) "
-                    "DO UPDATE SET y = greatest(demand_parts.y, excluded.y)")
-        cur.execute("INSERT OR REPLACE INTO demand SELECT p.series_key, p.ds, sum(p.y) FROM demand_parts p "
-                    "JOIN (SELECT DISTINCT series_key, ds FROM staged_demand) USING (series_key, ds) GROUP BY ALL")
-        cur.unregister("staged_demand")
-    if forecasts:
-        cols = ("yhat", "yhat_lower", "yhat_upper", "yhat_lower_95", "yhat_upper_95")
-        cur.register("staged_forecasts", pa.table({
-            "series_key": [r["series_key"] for r in forecasts],
-            "ds": pa.array([str(r["ds"]) for r in forecasts]).cast(pa.date32()),
-            **{c: [float(r[c]) for r in forecasts] for c in cols},
-            "trained_at": pa.array([str(r["trained_at"]) for r in forecasts]),
-            "model": [json.dumps(r["model"], sort_keys=True) for r in forecasts],
-            "input_ledger": [json.dumps(r["input_ledger"], sort_keys=True) for r in forecasts]}))
-        cur.execute("INSERT INTO forecasts SELECT series_key, ds, yhat, yhat_lower, yhat_upper, yhat_lower_95, "
-                    "yhat_upper_95, CAST(trained_at AS TIMESTAMPTZ), model, input_ledger FROM staged_forecasts "
-                    "ON CONFLICT DO NOTHING")
-        cur.unregister("staged_forecasts")
-
-
-_ANOMALY_TEXT = ("anomaly_id", "event_id", "shipment_id", "lane", "kind", "severity", "status", "explanation",
-                 "model", "log_id")
-
-
-def _partition(text: str) -> int:
-    """The source partition of a log (any epoch)."""
-    name = parse_log_id(text)
-    if name is None:
-        raise ValueError(f"{text!r} is not a log id")
-    return name.partition
+# Checkpoint vacuum merges the small row group each checkpoint leaves at the end of `events`
+# with the ones before it, rewriting and re-indexing ever more of the table: ingest CPU per
+# event grew from 10 to 40 µs over the first 500 k events. The store deletes no rows (a new
+# broker cluster empties only the tiny consumer_offsets), so there is nothing else to vacuum.
+# A 64 MB WAL (up to ~55 k events) between checkpoints makes fewer, larger row groups and
+# serializes the event_id index less often; a restart replays at most that much WAL.
+WRITE_SETTINGS = "SET max_vacuum_tasks = 0; SET checkpoint_threshold = '64MB'"
 
 
 def _now() -> datetime:
@@ -129,6 +55,7 @@ class Database:
         self._write_lock = threading.Lock()
         if not read_only:
             self.con.execute(resources.files("pipeline.store").joinpath("schema.sql").read_text())
+            self.con.execute(WRITE_SETTINGS)
         for setting, paths in (("allowed_paths", [p for p in writable if not Path(p).is_dir()]),
                                ("allowed_directories", [p for p in writable if Path(p).is_dir()])):
             if paths:
@@ -188,196 +115,33 @@ class Database:
         ).fetchall()
         return {log_id: int(n) for log_id, n in rows}
 
+    def sealed_sizes(self) -> dict[str, int]:
+        """Per log, the tree size of its highest recorded block."""
+        rows = self.cursor().execute("SELECT log_id, max(tree_size) FROM blocks GROUP BY log_id").fetchall()
+        return {log_id: int(size) for log_id, size in rows}
+
     def ingest(self, batch: IngestBatch) -> IngestResult:
-        """Write one batch and the consumer offsets after it, in one transaction."""
-        result = IngestResult()
-        now = _now()
+        """Write one batch and the consumer offsets after it, in one transaction.
+
+        First on the fast path; a batch holding an event id already recorded is rolled
+        back and written again with the conflict handling of every row (see `writer`).
+        """
         with self._write_lock:
-            cur = self.cursor()
-            cur.execute("BEGIN")
             try:
-                if batch.entries:
-                    self._insert_entries(cur, batch.entries, now, result)
-                if batch.blocks:
-                    self._insert_blocks(cur, batch.blocks, now, result)
-                if batch.dead_letters:
-                    self._insert_dead_letters(cur, batch.dead_letters, now, result)
-                if batch.checkpoints:
-                    self._insert_checkpoints(cur, batch.checkpoints, result)
-                if batch.cosignatures:
-                    cur.executemany(
-                        "INSERT INTO cosignatures VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                        [(c["sequence"], c["witness"], c["key_id"], c["line"], now) for c in batch.cosignatures],
-                    )
-                if batch.anomalies:
-                    result.anomalies = self._upsert_anomalies(cur, batch.anomalies, now)
-                if batch.tiles:
-                    tiles = pa.table({
-                        "log_id": [k[0] for k in batch.tiles], "level": [k[1] for k in batch.tiles],
-                        "idx": [k[2] for k in batch.tiles], "hashes": list(batch.tiles.values()),
-                    })
-                    cur.register("staged_tiles", tiles)
-                    cur.execute("INSERT OR REPLACE INTO merkle_tiles SELECT * FROM staged_tiles")
-                if batch.demand or batch.forecasts:
-                    _insert_forecasting(cur, batch.demand, batch.forecasts)
-                if batch.offsets:
-                    # One statement: executemany runs one INSERT per row, which cost more than the rows.
-                    cur.register("staged_offsets", pa.table({
-                        "topic": [t for t, _ in batch.offsets],
-                        "partition": pa.array([p for _, p in batch.offsets], pa.int32()),
-                        "next_offset": pa.array(list(batch.offsets.values()), pa.int64()),
-                    }))
-                    cur.execute("INSERT OR REPLACE INTO consumer_offsets SELECT * FROM staged_offsets")
-                    cur.unregister("staged_offsets")
-                cur.execute("COMMIT")
-            except BaseException:
-                cur.execute("ROLLBACK")
-                raise
+                return self._transaction(batch, careful=False)
+            except RecordedEventId:
+                return self._transaction(batch, careful=True)
+
+    def _transaction(self, batch: IngestBatch, careful: bool) -> IngestResult:
+        cur = self.cursor()
+        cur.execute("BEGIN")
+        try:
+            result = write_batch(cur, batch, _now(), careful)
+            cur.execute("COMMIT")
+        except BaseException:
+            cur.execute("ROLLBACK")
+            raise
         return result
-
-    def _insert_entries(self, cur: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]],
-                        now: datetime, result: IngestResult) -> None:
-        if any("epcis" in e for e in entries):
-            added, kept = insert_epcis_entries(cur, [e for e in entries if "epcis" in e], now)
-            result.epcis_events += added
-            result.duplicates += kept
-            entries = [e for e in entries if "epcis" not in e]
-            if not entries:
-                return
-        staged = pa.table({
-            "event_id": [e["event_id"] for e in entries],
-            "shipment_id": [e["shipment_id"] for e in entries],
-            "event_type": [e["event_type"] for e in entries],
-            "event_time": [e["event_time"] for e in entries],
-            "log_id": [e["log_id"] for e in entries],
-            "leaf_index": pa.array([e["leaf_index"] for e in entries], pa.int64()),
-            "leaf_hash": [e["leaf_hash"] for e in entries],
-            "kafka_partition": pa.array([_partition(e["log_id"]) for e in entries], pa.int32()),
-            "kafka_offset": pa.array([e["kafka_offset"] for e in entries], pa.int64()),
-            "payload": [e["payload"] for e in entries],
-        })
-        cur.register("staged_entries", staged)
-        inserted = cur.execute(
-            "INSERT INTO events SELECT event_id, shipment_id, event_type, event_time::TIMESTAMPTZ, log_id,"
-            " leaf_index, leaf_hash, kafka_partition, kafka_offset, payload::JSON, $1"
-            " FROM staged_entries ON CONFLICT DO NOTHING",
-            [now],
-        ).fetchone()
-        added = int(inserted[0]) if inserted else 0
-        result.events += added
-        if added < len(entries):
-            # Same event_id at another leaf: keep the leaf, so every leaf of the log stays in the store.
-            dup = cur.execute(
-                "INSERT INTO duplicate_leaves SELECT s.log_id, s.leaf_index, s.event_id, s.leaf_hash,"
-                " s.kafka_offset, s.payload::JSON, $1 FROM staged_entries s"
-                " ANTI JOIN events e ON e.log_id = s.log_id AND e.leaf_index = s.leaf_index"
-                " ON CONFLICT DO NOTHING",
-                [now],
-            ).fetchone()
-            result.duplicates += int(dup[0]) if dup else 0
-        cur.unregister("staged_entries")
-
-    def _insert_blocks(self, cur: duckdb.DuckDBPyConnection, blocks: list[BlockHeader],
-                       now: datetime, result: IngestResult) -> None:
-        keys = {(b.log_id, b.height) for b in blocks}
-        known: dict[tuple[str, int], str] = {}
-        for log_id in {k[0] for k in keys}:
-            heights = [h for lid, h in keys if lid == log_id]
-            for lid, h, bh in cur.execute(
-                "SELECT log_id, height, block_hash FROM blocks WHERE log_id = ? AND height BETWEEN ? AND ?",
-                [log_id, min(heights), max(heights)],
-            ).fetchall():
-                known[(lid, h)] = bh
-        fresh: list[tuple[Any, ...]] = []
-        for b in blocks:
-            bh = b.block_hash
-            seen = known.get((b.log_id, b.height))
-            if seen is None:
-                known[(b.log_id, b.height)] = bh
-                d = b.to_dict()
-                fresh.append(tuple(d.values()) + (bh,))
-            elif seen != bh:
-                result.conflicts += 1
-                cur.execute(
-                    "INSERT INTO block_conflicts VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [b.log_id, b.height, bh, json.dumps(b.to_dict()), now],
-                )
-        if fresh:
-            cur.executemany("INSERT INTO blocks VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", fresh)
-        result.blocks = len(fresh)
-
-    def _insert_dead_letters(self, cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]],
-                             now: datetime, result: IngestResult) -> None:
-        staged = pa.table({
-            "source_topic": [r["source_topic"] for r in rows],
-            "source_partition": pa.array([r["source_partition"] for r in rows], pa.int32()),
-            "source_offset": pa.array([r["source_offset"] for r in rows], pa.int64()),
-            "kafka_key": pa.array([r["key"] for r in rows], pa.binary()),
-            "value": pa.array([r["value"] for r in rows], pa.binary()),
-            "value_text": [r["value"].decode("utf-8", "replace") for r in rows],
-            "error": [r["error"] for r in rows],
-            "error_fields": [r["error_fields"] for r in rows],
-        })
-        cur.register("staged_dead", staged)
-        n = cur.execute(
-            "INSERT INTO dead_letters SELECT *, $1 FROM ("
-            " SELECT source_topic, source_partition, source_offset, kafka_key, value, value_text, error,"
-            " error_fields::JSON FROM staged_dead) ON CONFLICT DO NOTHING",
-            [now],
-        ).fetchone()
-        cur.unregister("staged_dead")
-        result.dead_letters = int(n[0]) if n else 0
-
-    def _insert_checkpoints(self, cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]],
-                            result: IngestResult) -> None:
-        for r in rows:
-            n = cur.execute(
-                "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                [r["sequence"], r["origin"], r["key_id"], r["note"], json.dumps(r["logs"]), r["created_at"]],
-            ).fetchone()
-            added = int(n[0]) if n else 0
-            result.checkpoints += added
-            if added:
-                cur.executemany(
-                    "INSERT INTO checkpoint_logs VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-                    [(r["sequence"], log_id, e["height"], e["tree_size"], e["block_hash"])
-                     for log_id, e in r["logs"].items()],
-                )
-
-    def _upsert_anomalies(self, cur: duckdb.DuckDBPyConnection, rows: list[dict[str, Any]], now: datetime) -> int:
-        """Keep the highest revision of each anomaly_id; a replayed or older revision changes nothing."""
-        latest: dict[str, dict[str, Any]] = {}
-        for r in rows:
-            seen = latest.get(r["anomaly_id"])
-            if seen is None or r["revision"] > seen["revision"]:
-                latest[r["anomaly_id"]] = r
-        staged = pa.table({
-            **{c: [r[c] for r in latest.values()] for c in _ANOMALY_TEXT},
-            **{c: pa.array([r[c] for r in latest.values()], pa.float64()) for c in ("score", "expected", "actual")},
-            "observed_at": [r["observed_at"] for r in latest.values()],
-            "detected_at": [r.get("detected_at") or now.isoformat() for r in latest.values()],
-            "evidence": [json.dumps(r.get("evidence") or {}) for r in latest.values()],
-            "leaf_index": pa.array([r["leaf_index"] for r in latest.values()], pa.int64()),
-            "revision": pa.array([r["revision"] for r in latest.values()], pa.int64()),
-        })
-        cur.register("staged_anomalies", staged)
-        before = cur.execute("SELECT count(*) FROM anomalies a JOIN staged_anomalies s USING (anomaly_id)"
-                             " WHERE s.revision > a.revision").fetchone()
-        fresh = cur.execute("SELECT count(*) FROM staged_anomalies s ANTI JOIN anomalies a USING (anomaly_id)").fetchone()
-        cur.execute(
-            "INSERT INTO anomalies SELECT anomaly_id, event_id, shipment_id, lane, kind, severity, status, score,"
-            " expected, actual, observed_at::TIMESTAMPTZ, detected_at::TIMESTAMPTZ, explanation, evidence::JSON,"
-            " model, log_id, leaf_index, revision, $1 FROM staged_anomalies"
-            " ON CONFLICT (anomaly_id) DO UPDATE SET event_id = excluded.event_id, lane = excluded.lane,"
-            " severity = excluded.severity, status = excluded.status, score = excluded.score,"
-            " expected = excluded.expected, actual = excluded.actual, observed_at = excluded.observed_at,"
-            " explanation = excluded.explanation, evidence = excluded.evidence, model = excluded.model,"
-            " log_id = excluded.log_id, leaf_index = excluded.leaf_index, revision = excluded.revision,"
-            " updated_at = excluded.updated_at WHERE excluded.revision > anomalies.revision",
-            [now],
-        )
-        cur.unregister("staged_anomalies")
-        return int(before[0] if before else 0) + int(fresh[0] if fresh else 0)
 
     def anomalies(self, kind: str | None = None, status: str | None = None, lane: str | None = None,
                   limit: int = 100) -> list[dict[str, Any]]:

@@ -37,6 +37,7 @@ from pipeline.core import wire
 from pipeline.errors import BrokerError, InvalidChallenge
 from pipeline.settings import Settings
 from pipeline.store.db import Database, IngestBatch, IngestResult
+from pipeline.store.waiting import Waiting, release, runs
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,7 @@ class Ingestor:
         self.stats = IngestStats()
         self.next_leaf: dict[str, int] = {}
         self.sealed: dict[str, int] = {}  # per log, the tree size of its highest block seen
-        # Per log, entries no block covers yet: (entries partition, record offset, produced time, entry).
-        self.unsealed: dict[str, list[tuple[int, int, float | None, dict[str, Any]]]] = {}
+        self.unsealed: dict[str, list[Waiting]] = {}  # per log, the entries no block covers yet
         self.committed: dict[tuple[str, int], int] = {}
         self.listeners: list[Any] = []  # callables(batch) run after each committed batch
         self.preprocessors: list[Any] = []  # callables(batch) run before a batch is written
@@ -126,8 +126,8 @@ class Ingestor:
         old, dropped = self.cluster, await asyncio.to_thread(self.db.switch_broker_cluster, cluster)
         self.cluster, self.new_cluster, self.committed = cluster, None, {}
         for log_id, pending in self.unsealed.items():  # their block went with the old cluster
-            log.error("%s: %d entries (leaves %d..) were never sealed: lost with the broker", log_id, len(pending),
-                      pending[0][3]["leaf_index"])
+            log.error("%s: %d entries (leaves %d..) were never sealed: lost with the broker", log_id,
+                      sum(len(w.entries) for w in pending), pending[0].entries[0]["leaf_index"])
             self.next_leaf[log_id] = self.sealed.get(log_id, 0)
         self.unsealed = {}
         if self.consumer is not None:
@@ -190,8 +190,7 @@ class Ingestor:
         for (topic, p), offset in stored.items():
             metrics.STORE_POSITIONS.advance(topic, p, offset, None)
         self.next_leaf = await asyncio.to_thread(self.db.next_leaf_indices)
-        rows = await asyncio.to_thread(self.db.fetch, "SELECT log_id, max(tree_size) FROM blocks GROUP BY 1")
-        self.sealed = {log_id: int(size) for log_id, size in rows}
+        self.sealed = await asyncio.to_thread(self.db.sealed_sizes)
 
     async def stop(self) -> None:
         self._stopping.set()
@@ -285,17 +284,10 @@ class Ingestor:
             self.sealed[header.log_id] = max(self.sealed.get(header.log_id, 0), header.tree_size)
         waiting: dict[int, int] = {}
         for log_id, pending in list(self.unsealed.items()):
-            size = self.sealed.get(log_id, 0)
-            cut = 0
-            while cut < len(pending) and pending[cut][3]["leaf_index"] < size:
-                _, _, produced, entry = pending[cut]
-                batch.entries.append(entry)
-                if produced is not None:
-                    self.produced.append(produced)
-                cut += 1
-            del pending[:cut]
+            release(pending, self.sealed.get(log_id, 0), batch.entries, self.produced)
             if pending:
-                waiting[pending[0][0]] = min(waiting.get(pending[0][0], pending[0][1]), pending[0][1])
+                w = pending[0]
+                waiting[w.partition] = min(waiting.get(w.partition, w.offset), w.offset)
             else:
                 del self.unsealed[log_id]
         for p, offset in waiting.items():
@@ -312,19 +304,7 @@ class Ingestor:
                 self.stats.stale += 1
                 return
         if topic == self.entries_topic:
-            produced = metrics.produced_at(msg.headers)
-            for entry in wire.decode_entries(msg.value):
-                log_id = entry["log_id"]
-                expected = self.next_leaf.get(log_id, 0)
-                index = entry["leaf_index"]
-                if index < expected:
-                    self.stats.replayed += 1
-                    continue
-                if index > expected:
-                    log.error("%s: leaf %d arrived, expected %d (a gap in ledger.entries)", log_id, index, expected)
-                self.next_leaf[log_id] = index + 1
-                self.unsealed.setdefault(log_id, []).append((msg.partition, msg.offset, produced, entry))
-                produced = None  # observed once per bundle, when its first entry is recorded
+            self._decode_entries(msg)
         elif topic == self.blocks_topic:
             batch.blocks.append(wire.decode_block(msg.value).header)
         elif topic == self.dead_topic:
@@ -351,6 +331,25 @@ class Ingestor:
             batch.demand += _rows(msg.value, ("series_key", "ds", "y"))
         elif topic == self.forecasts_topic:
             batch.forecasts += _rows(msg.value, _FORECAST_FIELDS)
+
+    def _decode_entries(self, msg: Any) -> None:
+        """Keep a bundle's new leaves until their block arrives; replayed leaves (below the next one) are dropped."""
+        produced = metrics.produced_at(msg.headers)
+        for log_id, run in runs(wire.decode_entries(msg.value)):
+            expected = self.next_leaf.get(log_id, 0)
+            index = run[0]["leaf_index"]
+            if index < expected:
+                seen = min(len(run), expected - index)
+                self.stats.replayed += seen
+                run = run[seen:]
+                if not run:
+                    continue
+                index = expected
+            if index > expected:
+                log.error("%s: leaf %d arrived, expected %d (a gap in ledger.entries)", log_id, index, expected)
+            self.next_leaf[log_id] = index + len(run)
+            self.unsealed.setdefault(log_id, []).append(Waiting(msg.partition, msg.offset, produced, run))
+            produced = None  # observed once per bundle, when its first entry is recorded
 
     async def lag(self) -> dict[str, int]:
         """Records on the broker not yet in DuckDB, per topic."""

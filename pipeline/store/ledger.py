@@ -57,15 +57,19 @@ class TileMaintainer:
             self.builders[log_id] = TileBuilder.restore(size, tiles)
 
     def __call__(self, batch: IngestBatch) -> None:
-        by_log: dict[str, list[bytes]] = {}
+        """Every log's leaves must continue its tree; all are checked before any builder moves."""
+        by_log: dict[str, list[dict[str, Any]]] = {}
         for e in batch.entries:
-            builder = self.builders.setdefault(e["log_id"], TileBuilder())
-            if e["leaf_index"] != builder.size + len(by_log.get(e["log_id"], ())):
-                raise LedgerError(f"{e['log_id']}: leaf {e['leaf_index']} arrived, tiles expect "
-                                  f"{builder.size + len(by_log.get(e['log_id'], ()))}")
-            by_log.setdefault(e["log_id"], []).append(bytes.fromhex(e["leaf_hash"]))
-        for log_id, hashes in by_log.items():
-            for (level, index), tile in self.builders[log_id].append(hashes).items():
+            by_log.setdefault(e["log_id"], []).append(e)
+        for log_id, entries in by_log.items():
+            size = self.builders[log_id].size if log_id in self.builders else 0
+            indices = [e["leaf_index"] for e in entries]
+            if indices != list(range(size, size + len(indices))):
+                at = next(i for i, index in enumerate(indices) if index != size + i)
+                raise LedgerError(f"{log_id}: leaf {indices[at]} arrived, tiles expect {size + at}")
+        for log_id, entries in by_log.items():
+            builder = self.builders.setdefault(log_id, TileBuilder())
+            for (level, index), tile in builder.append([bytes.fromhex(e["leaf_hash"]) for e in entries]).items():
                 batch.tiles[(log_id, level, index)] = tile
 
 

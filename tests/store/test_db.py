@@ -153,6 +153,18 @@ def test_event_id_at_another_leaf_is_a_duplicate_leaf(db: Database) -> None:
     assert snapshot(db) == before
 
 
+def test_a_batch_with_a_recorded_event_id_is_written_whole_once(db: Database) -> None:
+    events = make_events(5, seed=9)
+    rows, headers = ledger([*events, dict(events[0], mode="air")], [2, 4])
+    db.ingest(IngestBatch(entries=rows[:2], blocks=headers[:1]))
+    # The fast path meets event 0 again (at leaf 5): the batch is written again with conflict handling.
+    result = db.ingest(IngestBatch(entries=rows[2:], blocks=headers[1:], dead_letters=[dead_letter(9)],
+                                   offsets={("ledger.entries", 2): 6}))
+    assert (result.events, result.duplicates, result.blocks, result.dead_letters) == (3, 1, 1, 1)
+    assert db.counts()["events"] == 5 and db.fetch("SELECT leaf_index FROM duplicate_leaves") == [(5,)]
+    assert db.offsets() == {("ledger.entries", 2): 6} and db.sealed_sizes() == {LOG: 6}
+
+
 def test_duplicate_event_id_inside_one_batch(db: Database) -> None:
     events = make_events(3, seed=6)
     rows, _ = ledger([*events, dict(events[0], mode="air")], [4])

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import TopicPartition
 from factories import as_bytes, make_events
 
@@ -111,4 +112,49 @@ def test_a_new_cluster_drops_the_offsets_and_degrades_until_a_block_arrives(tmp_
     ing.stats.blocks += 1  # a block of the new cluster was recorded
     assert ing.degraded() is None
     assert db.fetch("SELECT count(*) FROM events")[0][0] == 2  # no leaf without a block
+    db.close()
+
+
+def test_a_block_ending_inside_a_bundle_releases_its_leaves_and_keeps_the_rest(tmp_path: Path) -> None:
+    ing, db = ingestor(tmp_path)
+    first, second = sealed_blocks(2, 3)
+    entries_tp, blocks_tp = TopicPartition(ing.entries_topic, 0), TopicPartition(ing.blocks_topic, 0)
+    # One bundle holding both blocks' leaves (0-5): the first block covers half of it.
+    (bundle,) = wire.encode_entries(LOG, first.entries + second.entries, 6)
+    batch = ing.decode({entries_tp: [Msg(0, 0, bundle, [("produced.ms", b"1700000000000")])],
+                        blocks_tp: [Msg(0, 0, wire.encode_block(first))]})
+    assert [e["leaf_index"] for e in batch.entries] == [0, 1, 2] and ing.produced == [1700000000.0]
+    assert batch.offsets[(ing.entries_topic, 0)] == 0  # the bundle's record is read again after a restart
+    later = ing.decode({blocks_tp: [Msg(0, 1, wire.encode_block(second))]})
+    assert [e["leaf_index"] for e in later.entries] == [3, 4, 5] and ing.produced == []  # observed once
+    assert ing.unsealed == {}
+    db.close()
+
+
+def test_replayed_leaves_are_dropped_and_the_new_ones_of_a_bundle_kept(tmp_path: Path) -> None:
+    ing, db = ingestor(tmp_path)
+    (block,) = sealed_blocks(1, 5)
+    entries_tp = TopicPartition(ing.entries_topic, 0)
+    head, tail = wire.encode_entries(LOG, block.entries[:3], 3), wire.encode_entries(LOG, block.entries[1:], 4)
+    ing.decode({entries_tp: [Msg(0, 0, head[0])]})
+    ing.decode({entries_tp: [Msg(0, 1, tail[0])]})  # leaves 1-4 again: 1 and 2 are replays
+    assert ing.stats.replayed == 2 and ing.next_leaf[LOG] == 5
+    batch = ing.decode({TopicPartition(ing.blocks_topic, 0): [Msg(0, 0, wire.encode_block(block))]})
+    assert [e["leaf_index"] for e in batch.entries] == [0, 1, 2, 3, 4]
+    db.close()
+
+
+def test_an_odd_bundle_is_taken_leaf_by_leaf_and_a_broken_one_skipped_whole(tmp_path: Path) -> None:
+    ing, db = ingestor(tmp_path)
+    (block,) = sealed_blocks(1, 4)
+    rows = [wire.entry_record(LOG, e) for e in block.entries]
+    entries_tp = TopicPartition(ing.entries_topic, 0)
+    odd = orjson.dumps({"log_id": LOG, "entries": [rows[0], rows[1], rows[0], rows[3], rows[2]]})
+    ing.decode({entries_tp: [Msg(0, 0, odd)]})
+    # Leaf 0 again, and leaf 2 after 3, count as replays (as one leaf at a time would); 3 is a gap.
+    assert ing.stats.replayed == 2 and ing.next_leaf[LOG] == 4
+    assert [[e["leaf_index"] for e in w.entries] for w in ing.unsealed[LOG]] == [[0, 1], [3]]
+    broken = orjson.dumps({"log_id": LOG, "entries": [dict(rows[0], leaf_index=4), dict(rows[1], leaf_index="5")]})
+    ing.decode({entries_tp: [Msg(0, 1, broken)]})
+    assert ing.stats.malformed == 1 and ing.next_leaf[LOG] == 4  # nothing of it was taken
     db.close()
