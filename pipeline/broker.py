@@ -147,6 +147,26 @@ def exit_when_lost(cluster_id: str, what: str) -> None:
     AIOKafkaClient._on_connection_closed = on_connection_closed  # type: ignore[method-assign]
 
 
+EMBEDDED_SESSION_TIMEOUT = 2.0
+KAFKA_SESSION_TIMEOUT = 6.0
+
+
+def session_timeout(configured: float | None, cluster_id: str | None) -> float:
+    """The consumer-group session timeout for a worker: `configured`, else what suits the broker.
+
+    A kill -9'd member holds its partitions until its session expires. Kafka refuses
+    sessions below `group.min.session.timeout.ms` (6 s by default); the embedded broker
+    has no such floor, and 2 s lets a restarted worker take its partitions back while it
+    is still starting (measured on Tansu 0.6: docs/design.md).
+
+    >>> session_timeout(None, IN_MEMORY + "0123"), session_timeout(None, "kafka-prod"), session_timeout(4.0, None)
+    (2.0, 6.0, 4.0)
+    """
+    if configured is not None:
+        return configured
+    return EMBEDDED_SESSION_TIMEOUT if (cluster_id or "").startswith(IN_MEMORY) else KAFKA_SESSION_TIMEOUT
+
+
 class ClusterProbe:
     """Asks the broker which cluster it is: a changed id means a new cluster, so its data is not ours.
 

@@ -97,10 +97,11 @@ class WorkerSettings(_Group):
     batch_size: int = Field(default=2_000, ge=1, description="records per poll at most")
     batch_within: float = Field(default=0.2, gt=0)
     web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
-    session_timeout: float = Field(default=6.0, ge=1.0, le=300.0,
-                                   description="seconds until a dead worker's partitions move")
-    instance_id: str | None = Field(default=None, description="static group membership: a restart under the "
-                                    "same id takes its partitions back at once")
+    session_timeout: float | None = Field(default=None, ge=1.0, le=300.0, description="seconds until a dead "
+                                          "worker's partitions move; unset: 2 on the embedded broker, 6 (Kafka's "
+                                          "least by default) on any other")
+    instance_id: str | None = Field(default=None, description="static group membership: on Kafka a restart under "
+                                    "the same id takes its partitions back at once (Tansu makes it wait 6 s)")
     commit_interval: float = Field(default=0.25, gt=0, description="seconds between offset commits")
 
 

@@ -19,7 +19,7 @@ import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from pipeline import fatal, metrics
-from pipeline.broker import ClusterProbe, check_ledger_partitions, exit_when_lost
+from pipeline.broker import ClusterProbe, check_ledger_partitions, exit_when_lost, session_timeout
 from pipeline.core import wire
 from pipeline.core.epcis.record import accept_epcis_record
 from pipeline.core.ledger import AcceptRecord, accept_shipment
@@ -132,6 +132,7 @@ def build_app(settings: Settings, cluster_id: str | None = None) -> faust.App:
     """
     topics = settings.topics
     w = settings.worker
+    session = session_timeout(w.session_timeout, cluster_id)
     # faust creates its data folder without parents; the worker may start before anything else did.
     (settings.data_dir / "worker").mkdir(parents=True, exist_ok=True)
     app = faust.App(
@@ -147,9 +148,9 @@ def build_app(settings: Settings, cluster_id: str | None = None) -> faust.App:
         topic_allow_declare=False,
         # A killed member holds its partitions until its session expires (or, with static
         # membership, until it rejoins under the same instance id).
-        broker_session_timeout=w.session_timeout,
-        broker_heartbeat_interval=min(1.0, w.session_timeout / 3),
-        broker_request_timeout=max(40.0, w.session_timeout),
+        broker_session_timeout=session,
+        broker_heartbeat_interval=min(1.0, session / 3),
+        broker_request_timeout=max(40.0, session),
         consumer_group_instance_id=w.instance_id,
         broker_max_poll_records=w.batch_size,
         consumer_max_fetch_size=8 * 1024 * 1024,
