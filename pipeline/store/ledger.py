@@ -350,6 +350,16 @@ class Proofs:
                 "verifier_key": self.signer.verifier_key if self.signer else None}
 
 
+def published_form(row: dict[str, Any]) -> dict[str, Any]:
+    """A stored checkpoint row as `Checkpointer.cut` publishes it (`logs` an object, `created_at` ISO text)."""
+    out = dict(row)
+    if isinstance(out.get("logs"), str):
+        out["logs"] = json.loads(out["logs"])
+    if isinstance(out.get("created_at"), datetime):
+        out["created_at"] = out["created_at"].isoformat()
+    return out
+
+
 class LedgerService:
     """Wires tiles, checkpoints and proofs into a running store."""
 
@@ -367,6 +377,14 @@ class LedgerService:
 
     async def start(self) -> None:
         await asyncio.to_thread(self.tiles.restore, self.db.next_leaf_indices())
+        # Again at every start: a broker that lost its data gets it back at once, so a worker with an
+        # empty data folder sees which logs exist and continues them in a new epoch (a witness: "repeated").
+        latest = await asyncio.to_thread(self.db.latest_checkpoint)
+        if latest is not None:
+            try:
+                await self.checkpointer.publish(published_form(latest))
+            except (KafkaError, OSError) as exc:
+                log.warning("checkpoint %d not published again at start: %s", latest["sequence"], exc)
         self._task = fatal.watch(asyncio.create_task(self.checkpointer.run()), "the checkpointer")
 
     async def stop(self) -> None:

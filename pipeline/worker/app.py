@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import time
 from collections.abc import Mapping, Sequence
@@ -124,11 +125,12 @@ class _Dispatcher:
         fatal.crash("the ledger batch path", exc)
 
 
-def build_app(settings: Settings, cluster_id: str | None = None) -> faust.App:
+def build_app(settings: Settings, cluster_id: str | None = None, vouched: Mapping[str, int] | None = None) -> faust.App:
     """The worker app: the ledger's batch path on the sequenced topics, its timers and rebalance hooks.
 
     `cluster_id`: the Kafka cluster it starts against; its ledger records say so, and a new cluster
-    (a broker that lost its data) stops it.
+    (a broker that lost its data) stops it. `vouched`: block heights per log of the store's latest
+    checkpoint (`latest_checkpoint_heights`), which the worker never writes again.
     """
     topics = settings.topics
     w = settings.worker
@@ -166,6 +168,7 @@ def build_app(settings: Settings, cluster_id: str | None = None) -> faust.App:
     publisher = _FaustPublisher(app)
     committer = OffsetCommitter(lambda offsets: transport.commit(app, offsets), w.commit_interval)
     commit_points = CommitPoints(settings.data_dir / "worker" / "commit-points")
+    commit_points.vouch(dict(vouched or {}))
     # One sequencer per sequenced topic: same blocks, commit point and crash safety; each
     # topic has its own accept function and its own range of ledger partitions.
     sequencers: dict[str, LedgerSequencer] = {}
@@ -273,6 +276,53 @@ def _cluster_id(settings: Settings) -> str:
     raise BrokerError(f"the broker at {settings.kafka} does not say which cluster it is")
 
 
+def latest_checkpoint_heights(settings: Settings, timeout: float = 5.0) -> dict[str, int]:
+    """Block height per log in the newest checkpoint on `ledger.checkpoints` ({} if there is none).
+
+    The store signs every checkpoint over the blocks it recorded and publishes its latest
+    again at each start, so after a broker lost its data this is what the store holds:
+    logs a worker with an empty data folder must continue in a new epoch, not restart.
+    """
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KafkaPartition
+    from kafka.errors import KafkaError
+
+    topic = settings.topics.name(settings.topics.checkpoints)
+    try:
+        consumer = KafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False,
+                                 client_id="provenance-checkpoint-reader", consumer_timeout_ms=int(timeout * 1000))
+    except (KafkaError, OSError) as exc:
+        raise BrokerError(f"cannot reach Kafka at {settings.kafka}: {exc}") from None
+    newest: dict[str, Any] | None = None
+    try:
+        parts = [KafkaPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = consumer.end_offsets(parts) if parts else {}
+        for tp, end in ends.items():
+            if end:
+                consumer.assign([tp])
+                consumer.seek(tp, max(0, end - 5))  # a multi-record batch may report its end short
+                for record in consumer.poll(timeout_ms=int(timeout * 1000), max_records=1000).get(tp, []):
+                    row = _checkpoint_row(record.value)
+                    if row is not None and (newest is None or row["sequence"] > newest["sequence"]):
+                        newest = row
+    finally:
+        consumer.close()
+    if newest is None:
+        return {}
+    return {str(log_id): int(head["height"]) for log_id, head in newest["logs"].items()}
+
+
+def _checkpoint_row(value: bytes) -> dict[str, Any] | None:
+    try:
+        row = json.loads(value)
+        if isinstance(row.get("sequence"), int) and all(isinstance(h["height"], int) for h in row["logs"].values()):
+            return dict(row)
+    except (ValueError, TypeError, KeyError, AttributeError):
+        pass
+    log.warning("ignoring a malformed message on ledger.checkpoints")
+    return None
+
+
 def _accept_functions(settings: Settings) -> dict[str, AcceptRecord]:
     """Each sequenced topic (unprefixed) with the function turning its records into leaves."""
     topics = settings.topics
@@ -285,7 +335,7 @@ def run_worker(settings: Settings, loglevel: str = "warning") -> None:
     check_ledger_partitions(settings)
     cluster_id = _cluster_id(settings)
     exit_when_lost(cluster_id, "the worker")
-    app = build_app(settings, cluster_id)
+    app = build_app(settings, cluster_id, latest_checkpoint_heights(settings))
     metrics.serve(settings.metrics.worker_port, settings.metrics.host, "worker")
     worker = _Worker(app, loglevel=loglevel, quiet=True)
     worker.execute_from_commandline()

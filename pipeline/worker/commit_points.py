@@ -35,7 +35,19 @@ class CommitPoints:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.noted: dict[str, int] = {}
+        self.vouched: dict[str, int] = {}  # heights the store signed in its latest checkpoint (`vouch`)
         self._saved: dict[str, int] = {}
+
+    def vouch(self, heights: dict[str, int]) -> None:
+        """Heights of logs the store's latest signed checkpoint names: delivered, if not from here.
+
+        A worker whose data folder is empty (another machine) and whose broker lost its
+        data would otherwise take such a log for new and write height 0 again: a fork.
+        With these it starts the next epoch, and refuses a commit point below them.
+        """
+        for log_id, height in heights.items():
+            if height > self.vouched.get(log_id, -1):
+                self.vouched[log_id] = height
 
     def _path(self, log_id: str) -> Path:
         return self.folder / (_UNSAFE.sub("_", log_id) + ".height")
@@ -48,7 +60,7 @@ class CommitPoints:
         except ValueError:
             raise LedgerError(f"{self._path(log_id)} is not a block height: remove it if the ledger was reset "
                               "on purpose") from None
-        best = max(saved, self.noted.get(log_id, -1))
+        best = max(saved, self.noted.get(log_id, -1), self.vouched.get(log_id, -1))
         return None if best < 0 else best
 
     def check(self, log_id: str, height: int, topic: str, partition: int, epoch: int) -> None:
@@ -89,7 +101,8 @@ class CommitPoints:
         if epoch is None:
             return make_log_id(topic, partition)
         old, new = make_log_id(topic, partition, epoch), make_log_id(topic, partition, epoch + 1)
-        log.warning("%s: the broker has no commit point, but block %s of this log was delivered from here: the "
+        log.warning("%s: the broker has no commit point, but block %s of this log was delivered (noted here or "
+                    "in the store's latest checkpoint): the "
                     "broker lost its data (an in-memory broker restarted?). From now on the partition's records "
                     "are log %s, a new epoch from height 0; %s ends at its last block recorded in the store.",
                     old, self.highest(old), new, old)

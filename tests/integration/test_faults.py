@@ -157,7 +157,8 @@ def test_restart_the_embedded_broker(pipeline_settings: Any, tmp_path: Path) -> 
     it held that were not in DuckDB yet. Kept: everything DuckDB recorded. The
     worker and the store exit 70 at once, naming the lost broker (so nothing is
     resent to its successor). Restarted, the worker continues each log in a new
-    epoch (`<topic>@1/<p>`, height 0) instead of forking the old one; the store
+    epoch (`<topic>@1/<p>`, height 0) instead of forking the old one, even from an
+    empty data folder (the store's latest checkpoint names the old logs); the store
     drops its old offsets, reads the new topics from their start, and reports the
     reset; every log stays verifiable and the audit is clean. The analytics process
     exits 70 with them and, restarted, consumes the new cluster's ledger.entries.
@@ -197,6 +198,10 @@ def test_restart_the_embedded_broker(pipeline_settings: Any, tmp_path: Path) -> 
         health = http_json("GET", f"{c.url}/health")[1]
         assert health["broker"]["last_reset"]["to"] == second.cluster_id, health["broker"]
         assert health["broker"]["last_reset"]["from"] == first.cluster_id
+        # The worker comes back on another machine: nothing of its data folder. The store's checkpoint,
+        # published again at its start, tells it which logs exist, so it still starts a new epoch.
+        points = settings.data_dir / "worker" / "commit-points"
+        points.rename(points.with_name("commit-points.lost"))
         c.start_worker("worker-a")
         analytics = start_analytics(c, 2)
         after = Producer(settings, seed=59, rate=RATE, limit=LIMIT).start()
