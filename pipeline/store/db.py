@@ -53,6 +53,7 @@ class Database:
         except duckdb.IOException as exc:
             raise StoreError(f"cannot open {self.path}: {exc}") from None
         self._write_lock = threading.Lock()
+        self._heights: dict[str, int] | None = None  # per log, the highest block recorded (read at the first write)
         if not read_only:
             self.con.execute(resources.files("pipeline.store").joinpath("schema.sql").read_text())
             self.con.execute(WRITE_SETTINGS)
@@ -134,13 +135,18 @@ class Database:
 
     def _transaction(self, batch: IngestBatch, careful: bool) -> IngestResult:
         cur = self.cursor()
+        if self._heights is None:
+            rows = cur.execute("SELECT log_id, max(height) FROM blocks GROUP BY log_id").fetchall()
+            self._heights = {log_id: int(h) for log_id, h in rows}
         cur.execute("BEGIN")
         try:
-            result = write_batch(cur, batch, _now(), careful)
+            result = write_batch(cur, batch, _now(), careful, self._heights)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        for b in batch.blocks:
+            self._heights[b.log_id] = max(self._heights.get(b.log_id, -1), b.height)
         return result
 
     def anomalies(self, kind: str | None = None, status: str | None = None, lane: str | None = None,

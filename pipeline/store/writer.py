@@ -67,13 +67,18 @@ class RecordedEventId(Exception):
     """The fast path met an event id already recorded: write the batch again, carefully."""
 
 
-def write_batch(cur: duckdb.DuckDBPyConnection, batch: IngestBatch, now: datetime, careful: bool) -> IngestResult:
-    """Every row of `batch` and the consumer offsets after it; raises RecordedEventId unless `careful`."""
+def write_batch(cur: duckdb.DuckDBPyConnection, batch: IngestBatch, now: datetime, careful: bool,
+                heights: dict[str, int]) -> IngestResult:
+    """Every row of `batch` and the consumer offsets after it; raises RecordedEventId unless `careful`.
+
+    `heights`: per log, the highest block height recorded (a block above it needs no lookup).
+    `cur` is the transaction's own cursor: what it registers goes with it, so nothing is unregistered.
+    """
     result = IngestResult()
     if batch.entries:
         _insert_entries(cur, batch.entries, now, result, careful)
     if batch.blocks:
-        _insert_blocks(cur, batch.blocks, now, result)
+        _insert_blocks(cur, batch.blocks, now, result, heights)
     if batch.dead_letters:
         result.dead_letters = _insert_dead_letters(cur, batch.dead_letters, now)
     if batch.checkpoints:
@@ -106,7 +111,6 @@ def _staged(cur: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, Any], p
     """Run `sql`, which reads the Arrow table `staged` built from `columns`; the rows it changed."""
     cur.register("staged", pa.table(columns))
     row = cur.execute(sql, params or []).fetchone()
-    cur.unregister("staged")
     return int(row[0]) if row else 0
 
 
@@ -156,7 +160,6 @@ def _insert_entries(cur: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]
         except duckdb.ConstraintException as exc:  # the transaction is aborted: the caller rolls back
             raise RecordedEventId(str(exc)) from None
         result.events += len(entries)
-    cur.unregister("staged_entries")
 
 
 def _insert_entries_carefully(cur: duckdb.DuckDBPyConnection, count: int, now: datetime,
@@ -178,11 +181,11 @@ def _insert_entries_carefully(cur: duckdb.DuckDBPyConnection, count: int, now: d
 
 
 def _insert_blocks(cur: duckdb.DuckDBPyConnection, blocks: list[BlockHeader], now: datetime,
-                   result: IngestResult) -> None:
+                   result: IngestResult, recorded: dict[str, int]) -> None:
     """New blocks; a different block at a recorded height is kept in block_conflicts (a fork)."""
-    keys = {(b.log_id, b.height) for b in blocks}
+    keys = {(b.log_id, b.height) for b in blocks if b.height <= recorded.get(b.log_id, -1)}
     known: dict[tuple[str, int], str] = {}
-    for log_id in {k[0] for k in keys}:
+    for log_id in {k[0] for k in keys}:  # only replays and forks reach down to recorded heights
         heights = [h for lid, h in keys if lid == log_id]
         for lid, h, bh in cur.execute(
             "SELECT log_id, height, block_hash FROM blocks WHERE log_id = ? AND height BETWEEN ? AND ?",
