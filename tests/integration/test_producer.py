@@ -132,6 +132,10 @@ def test_simulated_records_arrive_keyed_by_shipment(tansu: str) -> None:
             order[r.key].append(r.value)
     assert len({p for ps in partitions.values() for p in ps}) > 1
     assert all(len(ps) == 1 for ps in partitions.values())
+    from aiokafka.partitioner import DefaultPartitioner  # another client's hash: any Kafka client picks the same
+
+    every = list(range(PARTITIONS))
+    assert all(ps == {DefaultPartitioner()(key, every, every)} for key, ps in partitions.items())
     sent_order: dict[bytes, list[bytes]] = defaultdict(list)
     for k, v in expected:
         if k is not None:
