@@ -75,26 +75,29 @@ def _time(value: Any) -> datetime | None:
     return parsed
 
 
+_REFUSED = object()
+
+
+def _coordinate(value: Any, bound: float) -> Any:
+    """A latitude or longitude as pydantic keeps it (an int becomes a float); `_REFUSED` outside ±bound."""
+    if value is None:
+        return None
+    if type(value) is int:
+        value = float(value)
+    elif type(value) is not float:
+        return _REFUSED
+    return value if -bound <= value <= bound else _REFUSED
+
+
 def _location(value: Any) -> Location | None:
     if type(value) is not dict or not value.keys() <= _LOCATION_FIELDS:
         return None
     site, lat, lon = value.get("site_id"), value.get("lat"), value.get("lon")
     if site is not None and not (type(site) is str and 0 < len(site) <= 256):
         return None
-    if lat is not None:
-        if type(lat) is int:
-            lat = float(lat)
-        elif type(lat) is not float:
-            return None
-        if not -90 <= lat <= 90:
-            return None
-    if lon is not None:
-        if type(lon) is int:
-            lon = float(lon)
-        elif type(lon) is not float:
-            return None
-        if not -180 <= lon <= 180:
-            return None
+    lat, lon = _coordinate(lat, 90.0), _coordinate(lon, 180.0)
+    if lat is _REFUSED or lon is _REFUSED:
+        return None
     return _built(Location, {"site_id": site, "lat": lat, "lon": lon}, set(value))  # type: ignore[no-any-return]
 
 
