@@ -1,6 +1,7 @@
 """End-to-end ingest figures, each against a peer measured in the same run on the same embedded broker.
 
     python bench/ingest.py [--events 200000] [--partitions 4] [--latency-rate 10000] [--latency-seconds 20]
+                           [--only drain|latency]
     python bench/ingest.py --long 10000000     # worker RSS over a long drain (minutes)
 
 Prints, all from one run:
@@ -10,10 +11,13 @@ Prints, all from one run:
 4. the sustained drain rate, first row queryable → last row queryable in DuckDB, for 1 and
    for 2 workers (each on its own pre-loaded copy), with the CPU seconds each process spent
    per event (less sensitive to a shared machine than rates) and the worker's RSS;
-5. the ratios between them;
+5. the ratios between them, and the whole CPU budget per event: the producer and the broker
+   taking the pre-load, the workers, the store and the broker serving the drain (the embedded
+   broker's own process), against what 2 cores allow;
 6. produce → queryable latency (p50/p99) at a steady rate: each record's Kafka timestamp
    against its row's `recorded_at` in DuckDB (stamped when the store's write transaction
-   begins; the commit follows within that batch's write);
+   begins), and the same latency to the moment the transaction was seen committed, cut into
+   the stages it waited in (bench/latency_parts.py);
 7. after kill -9 of a worker under load, the time from its restart until new rows are queryable.
 Figures, not a test. On a shared machine quote the ratios and the CPU per event.
 """
@@ -24,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import resource
 import signal
 import statistics
 import sys
@@ -37,6 +42,7 @@ from typing import Any
 
 import orjson
 
+from latency_parts import CommitWatch, block_times, measure, produce_times, report
 from pipeline.broker import EmbeddedBroker, create_topics, free_port
 from pipeline.core.simulator import Fleet
 from pipeline.procs import spawn, stop
@@ -52,12 +58,19 @@ def records(seed: int, n: int | None) -> Any:
     return it if n is None else (kv for kv, _ in zip(it, range(n)))
 
 
-def preload(settings: Settings, n: int, seed: int = 3) -> float:
+def preload(settings: Settings, n: int, seed: int = 3) -> tuple[float, float]:
+    """Produce n events as fast as the producer goes: (msg/s, the producer's CPU seconds)."""
     batch = list(records(seed, n))  # generated first: the rate is the producer's, not the simulator's
-    t = time.perf_counter()
+    t, cpu = time.perf_counter(), own_cpu()
     report = produce_records(settings, batch, rate=None, count=n, progress=False)
     assert report.sent == n, report
-    return n / (time.perf_counter() - t)
+    return n / (time.perf_counter() - t), own_cpu() - cpu
+
+
+def own_cpu() -> float:
+    """CPU seconds of this process and of its children that have exited (producer processes)."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
 
 
 def cpu_seconds(pid: int) -> float:
@@ -130,9 +143,10 @@ def rows(url: str) -> int:
 class Pipeline:
     """Workers and a store as real processes, on one topic prefix and data folder."""
 
-    def __init__(self, settings: Settings, workdir: Path, workers: int) -> None:
+    def __init__(self, settings: Settings, workdir: Path, workers: int, broker_pid: int | None = None) -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         self.settings, self.workdir, self.n_workers = settings, workdir, workers
+        self.broker_pid = broker_pid  # the embedded broker's CPU is counted with the pipeline's
         self.env = child_env(settings, workdir)
         self.url = f"http://127.0.0.1:{settings.store.port}"
         self.workers: list[Any] = []
@@ -140,6 +154,7 @@ class Pipeline:
         self.rss: list[float] = []
         self.cpu0: dict[str, float] = {}
         self.whole: dict[str, float] = {}
+        self.cpu_end: dict[str, float] = {}
 
     def start_worker(self, i: int) -> Any:
         # Dynamic membership, the default: on the embedded broker a static member waits a fixed 6 s to rejoin.
@@ -153,6 +168,8 @@ class Pipeline:
         out = {f"worker-{i}": cpu_seconds(w.pid) for i, w in enumerate(self.workers) if w.poll() is None}
         if self.store is not None and self.store.poll() is None:
             out["store"] = cpu_seconds(self.store.pid)
+        if self.broker_pid is not None:
+            out["broker"] = cpu_seconds(self.broker_pid)
         return out
 
     def drain(self, n: int, timeout: float = 900) -> tuple[float, float, dict[str, float]]:
@@ -183,7 +200,9 @@ class Pipeline:
                 cpu = self.cpu()
                 per_event = {k: (cpu[k] - cpu_at_first.get(k, 0.0)) / max(count - first_rows, 1)
                              for k in cpu}
-                self.whole = {k: v / max(count, 1) for k, v in cpu.items()}  # start-up included
+                self.cpu_end = cpu
+                # start-up included (not the broker's: it served the pre-load and earlier runs too)
+                self.whole = {k: v / max(count, 1) for k, v in cpu.items() if k != "broker"}
                 return (count - first_rows) / max(now - first, 1e-9), first - t0, per_event
             if now - t0 > timeout:
                 raise SystemExit(f"pipeline stalled at {count} of {n}; see {self.workdir}")
@@ -200,17 +219,45 @@ def prefixed(base: Settings, prefix: str) -> Settings:
     return s
 
 
-def drain_run(base: Settings, n: int, workdir: Path, workers: int) -> dict[str, Any]:
-    settings = prefixed(base, f"drain{workers}.")
-    produced = preload(settings, n)
-    p = Pipeline(settings, workdir / f"drain-{workers}", workers)
+def startup_cpu(base: Settings, workdir: Path) -> dict[str, float]:
+    """CPU seconds a worker and a store spend starting on empty topics until both idle."""
+    p = Pipeline(prefixed(base, "idle."), workdir / "idle", 1)
     p.start()
     try:
-        rate, startup, per_event = p.drain(n)
+        last, quiet = p.cpu(), 0
+        while quiet < 3:  # three seconds in a row with hardly any CPU: both wait for events
+            time.sleep(1)
+            now = p.cpu()
+            quiet = quiet + 1 if all(now[k] - last.get(k, 0.0) < 0.02 for k in now) else 0
+            last = now
+        return {"worker": last["worker-0"], "store": last["store"]}
     finally:
         p.stop()
-    return {"produced": produced, "rate": rate, "startup": startup, "cpu": per_event, "rss": p.rss,
-            "settings": settings, "whole": p.whole}
+
+
+def drain_run(base: Settings, n: int, workdir: Path, workers: int, broker_pid: int,
+              startup: dict[str, float]) -> dict[str, Any]:
+    """Pre-load n events, then drain them: rates, and the CPU seconds every process spent per event.
+
+    `budget` counts each process's whole life less what it spends starting (`startup_cpu`),
+    the broker's CPU while it took the pre-load and while it served the drain, and the producer's.
+    """
+    settings = prefixed(base, f"drain{workers}.")
+    broker_cpu = cpu_seconds(broker_pid)
+    produced, producer_cpu = preload(settings, n)
+    budget = {"producer": producer_cpu / n, "broker taking the pre-load": (cpu_seconds(broker_pid) - broker_cpu) / n}
+    p = Pipeline(settings, workdir / f"drain-{workers}", workers, broker_pid)
+    broker_cpu = cpu_seconds(broker_pid)
+    p.start()
+    try:
+        rate, started, per_event = p.drain(n)
+    finally:
+        p.stop()
+    for k, v in p.cpu_end.items():
+        less = startup["store"] if k == "store" else broker_cpu if k == "broker" else startup["worker"]
+        budget["broker serving the drain" if k == "broker" else k] = max(0.0, v - less) / n
+    return {"produced": produced, "rate": rate, "startup": started, "cpu": per_event, "rss": p.rss,
+            "settings": settings, "whole": p.whole, "budget": budget}
 
 
 def latency_run(base: Settings, rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
@@ -229,9 +276,10 @@ def latency_run(base: Settings, rate: float, seconds: float, workdir: Path) -> d
         n = int(rate * seconds)
         steady = list(records(12, n))
         steady_ids = {orjson.loads(v)["event_id"] for _, v in steady}
-        report = produce_records(settings, steady, rate=rate, count=n, progress=False)
-        out["achieved_rate"] = report.rate
-        p.drain(2000 + n, timeout=600)
+        with CommitWatch(p.url) as watch:
+            report = produce_records(settings, steady, rate=rate, count=n, progress=False)
+            out["achieved_rate"] = report.rate
+            p.drain(2000 + n, timeout=600)
 
         # restart after kill -9, under a steady 2 k/s load
         stopping = threading.Event()
@@ -259,39 +307,19 @@ def latency_run(base: Settings, rate: float, seconds: float, workdir: Path) -> d
         thread.join(30)
     finally:
         p.stop()
-    con = duckdb.connect(str(p.workdir / "provenance.duckdb"), read_only=True)
+    db = p.workdir / "provenance.duckdb"
+    con = duckdb.connect(str(db), read_only=True)
     try:
         recorded = dict(con.execute("SELECT event_id, epoch_ms(recorded_at) FROM events").fetchall())
     finally:
         con.close()
     produced = asyncio.run(produce_times(settings))
     # only the steady phase: after the warm-up, before the kill
-    out["latency"] = sorted((recorded[e] - ts) / 1000 for e, ts in produced.items() if e in recorded and e in steady_ids)
+    out["latency"] = sorted((recorded[e] - ts) / 1000 for e, (ts, _, _) in produced.items()
+                            if e in recorded and e in steady_ids)
+    sent = asyncio.run(block_times(settings.kafka, settings.topics.name(settings.topics.blocks)))
+    out["parts"] = measure(db, produced, sent, watch, steady_ids)
     return out
-
-
-async def produce_times(settings: Settings) -> dict[str, int]:
-    """event_id → Kafka timestamp (ms) of every record of the events topic."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    topic = settings.topics.name(settings.topics.events)
-    c = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False)
-    await c.start()
-    out: dict[str, int] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        idle = 0
-        while idle < 3:
-            batch = await c.getmany(timeout_ms=500, max_records=20000)
-            idle = 0 if batch else idle + 1
-            for msgs in batch.values():
-                for m in msgs:
-                    out[orjson.loads(m.value)["event_id"]] = m.timestamp
-        return out
-    finally:
-        await c.stop()
 
 
 def pct(values: list[float], q: float) -> float:
@@ -304,42 +332,64 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--latency-rate", type=float, default=10_000)
     ap.add_argument("--latency-seconds", type=float, default=20)
+    ap.add_argument("--only", choices=("drain", "latency"), help="only the drains and their peers, or only the "
+                    "steady-rate latency and the restart")
     ap.add_argument("--long", type=int, default=0, help="only drain this many events with one worker, sampling RSS")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         base = Settings(topics={"partitions": args.partitions})
         with EmbeddedBroker(base) as broker:
+            assert broker.process is not None
             base = base.with_overrides(kafka=broker.bootstrap)
             if args.long:
-                long_run(base, args.long, work)
+                long_run(base, args.long, work, broker.process.pid)
                 return
             say(f"events: {args.events:,} on {args.partitions} partitions; machine: {os.cpu_count()} cores, shared "
                 f"(load average {os.getloadavg()[0]:.1f} at the start)")
-            one = drain_run(base, args.events, work, 1)
-            say(f"provenance produce (kafka-python):  {one['produced']:>9,.0f} msg/s")
-            say(drain_line("1 worker", one))
-            raw = asyncio.run(raw_consume(one["settings"], args.events))
-            say(f"raw aiokafka consume (peer):        {raw:>9,.0f} records/s")
-            noop = faust_noop(one["settings"], args.events, work)
-            say(f"faust no-op agent (peer):           {noop:>9,.0f} records/s")
-            ours = one["rate"]
-            say(f"ratio 1 worker / raw consume:       {ours / raw:9.3f}")
-            say(f"ratio 1 worker / faust no-op:       {ours / noop:9.3f}")
-            say(f"ratio produce / 1-worker drain:     {one['produced'] / ours:9.3f}")
-            rss = one["rss"]
-            if rss:
-                say(f"worker RSS during the drain (MiB):  first {rss[0]:.0f}, median {statistics.median(rss):.0f}, "
-                    f"last {rss[-1]:.0f}, max {max(rss):.0f} ({len(rss)} samples)")
-            two = drain_run(base, args.events, work, 2)
-            say(drain_line("2 workers", two))
-            say(f"ratio 2 workers / 1 worker:         {two['rate'] / ours:9.3f}")
-            lat = latency_run(base, args.latency_rate, args.latency_seconds, work)
-            lats = lat["latency"]
-            say(f"produce → queryable at {lat['achieved_rate']:,.0f} events/s (asked {args.latency_rate:,.0f}): "
-                f"p50 {pct(lats, 0.5):.3f} s, p99 {pct(lats, 0.99):.3f} s, max {max(lats):.3f} s ({len(lats):,} events)")
-            say(f"kill -9 → restarted worker's first new rows queryable: {lat['restart']:.1f} s (dynamic membership)")
+            if args.only != "latency":
+                drains(base, args.events, work, broker.process.pid)
+            if args.only != "drain":
+                latency(base, args.latency_rate, args.latency_seconds, work)
     say(f"load average at the end: {os.getloadavg()[0]:.1f}")
+
+
+def drains(base: Settings, events: int, work: Path, broker_pid: int) -> None:
+    startup = startup_cpu(base, work)
+    say(f"start-up CPU on empty topics (left out of the budget below): worker {startup['worker']:.2f} s, "
+        f"store {startup['store']:.2f} s")
+    one = drain_run(base, events, work, 1, broker_pid, startup)
+    say(f"provenance produce (kafka-python):  {one['produced']:>9,.0f} msg/s")
+    say(drain_line("1 worker", one))
+    raw = asyncio.run(raw_consume(one["settings"], events))
+    say(f"raw aiokafka consume (peer):        {raw:>9,.0f} records/s")
+    noop = faust_noop(one["settings"], events, work)
+    say(f"faust no-op agent (peer):           {noop:>9,.0f} records/s")
+    ours = one["rate"]
+    say(f"ratio 1 worker / raw consume:       {ours / raw:9.3f}")
+    say(f"ratio 1 worker / faust no-op:       {ours / noop:9.3f}")
+    say(f"ratio produce / 1-worker drain:     {one['produced'] / ours:9.3f}")
+    rss = one["rss"]
+    if rss:
+        say(f"worker RSS during the drain (MiB):  first {rss[0]:.0f}, median {statistics.median(rss):.0f}, "
+            f"last {rss[-1]:.0f}, max {max(rss):.0f} ({len(rss)} samples)")
+    two = drain_run(base, events, work, 2, broker_pid, startup)
+    say(drain_line("2 workers", two))
+    say(f"ratio 2 workers / 1 worker:         {two['rate'] / ours:9.3f}")
+    for name, run in (("1 worker", one), ("2 workers", two)):
+        say(budget_line(name, run))
+
+
+def latency(base: Settings, rate: float, seconds: float, work: Path) -> None:
+    lat = latency_run(base, rate, seconds, work)
+    lats = lat["latency"]
+    say(f"produce → queryable at {lat['achieved_rate']:,.0f} events/s (asked {rate:,.0f}): "
+        f"p50 {pct(lats, 0.5):.3f} s, p99 {pct(lats, 0.99):.3f} s, max {max(lats):.3f} s ({len(lats):,} events; "
+        "to the write's start)")
+    say("where it goes (\"total\" to the count that first shows the event's transaction, within 50 ms):")
+    for line in report(lat["parts"]):
+        say(line)
+    say(f"kill -9 → restarted worker's first new rows queryable: {lat['restart']:.1f} s (dynamic membership)")
 
 
 def say(line: str) -> None:
@@ -353,10 +403,19 @@ def drain_line(name: str, run: dict[str, Any]) -> str:
             f"CPU µs/event from the first row: {cpu}; whole process lives, start-up included: {whole})")
 
 
-def long_run(base: Settings, n: int, work: Path) -> None:
+def budget_line(name: str, run: dict[str, Any]) -> str:
+    """The CPU every process spent per event, producing (the pre-load) and draining, against 2 cores."""
+    parts = run["budget"]
+    total = sum(parts.values())
+    return (f"CPU µs/event, {name} (whole lives less start-up): " + ", ".join(f"{k} {v * 1e6:.1f}" for k, v in parts.items())
+            + f"; all {total * 1e6:.1f} µs: 2 cores, and nothing else, would carry {2 / total:,.0f} events/s "
+            f"(50 k/s needs 40 µs in all)")
+
+
+def long_run(base: Settings, n: int, work: Path, broker_pid: int) -> None:
     settings = prefixed(base, "long.")
     step = 1_000_000
-    p = Pipeline(settings, work / "long", 1)
+    p = Pipeline(settings, work / "long", 1, broker_pid)
     p.start()
     try:
         for done in range(0, n, step):
