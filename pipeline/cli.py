@@ -127,14 +127,18 @@ def serve(port: int | None, host: str | None) -> None:
 @click.option("--backfill", type=click.FloatRange(min=0), default=0, show_default=True,
               help="Simulator: start DAYS in the past and send those days unpaced before pacing at --rate (history "
                    "for the demand forecasts, through the ledger like every event).")
+@click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Sender processes, each owning a share of the shipments (same records, partitions and per-shipment "
+                   "order as one).")
 def produce(file_: Path | None, simulate: bool, rate: float | None, count: int | None, seed: int,
-            malformed: float | None, quiet: bool, anomalies: bool, backfill: float) -> None:
+            malformed: float | None, quiet: bool, anomalies: bool, backfill: float, processes: int) -> None:
     """Send events to Kafka, from a JSONL file (ShipmentEvents, or EPCIS: a document or NDJSON events) or the
     simulator."""
     from datetime import datetime, timedelta, timezone
 
-    from pipeline import producer
+    from pipeline import produce_sources
     from pipeline.epcis_file import epcis_records
+    from pipeline.produce_parallel import produce_parallel
 
     if bool(file_) == simulate:
         raise BadInput("give exactly one of --file F.jsonl or --simulate")
@@ -145,22 +149,23 @@ def produce(file_: Path | None, simulate: bool, rate: float | None, count: int |
             raise BadInput("--backfill goes with --simulate")
         if simulate:
             now = datetime.now(timezone.utc).replace(second=0, microsecond=0)
-            records = producer.records_from_simulator(seed, settings.producer.malformed_share, anomalies=anomalies,
-                                                      start=now - timedelta(days=backfill))
+            records = produce_sources.records_from_simulator(seed, settings.producer.malformed_share,
+                                                             anomalies=anomalies, start=now - timedelta(days=backfill))
         else:
             assert file_ is not None
             epcis = epcis_records(file_)  # an EPCIS document or NDJSON of EPCIS events goes to epcis-events
-            records = producer.records_from_file(file_) if epcis is None else iter(epcis)
+            records = produce_sources.records_from_file(file_) if epcis is None else iter(epcis)
         topic = None if simulate or epcis is None else settings.topics.name(settings.topics.epcis)
         report = None
         if backfill:
-            past, records = producer.split_at(records, now)
-            report = producer.produce_records(settings, past, rate=None, count=count, progress=not quiet)
+            past, records = produce_sources.split_at(records, now)
+            report = produce_parallel(settings, past, processes, rate=None, count=count, progress=not quiet)
             if count is not None:
                 count = max(0, count - report.sent - report.failed)
             click.echo(f"backfilled {report.sent} events of the last {backfill:g} days", err=True)
         if report is None or not report.interrupted:
-            paced = producer.produce_records(settings, records, rate=rate, count=count, progress=not quiet, topic=topic)
+            paced = produce_parallel(settings, records, processes, rate=rate, count=count, progress=not quiet,
+                                     topic=topic)
             report = paced if report is None else report.plus(paced)
     except PipelineError as exc:
         raise fail_on(exc) from None

@@ -1,8 +1,7 @@
-"""Sending shipment events to Kafka, from a JSONL file or the fleet simulator.
+"""Sending (key, value) records to Kafka with kafka-python: progress, delivery accounting, a lost broker.
 
-Lines go out exactly as given, even malformed ones: validation is the worker's
-job, and it dead-letters what fails so nothing is lost. Each line is keyed by
-its shipment_id, so one shipment's events stay on one partition, in order.
+The records come from `produce_sources`; `produce_parallel` runs this sender in several
+processes.
 """
 
 from __future__ import annotations
@@ -10,13 +9,10 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import itertools
-import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
-from datetime import datetime, timedelta, timezone
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError, KafkaTimeoutError
@@ -24,13 +20,11 @@ from kafka.partitioner.default import murmur2
 from tqdm import tqdm
 
 from pipeline.broker import ClusterProbe
-from pipeline.core.simulator import Fleet
 from pipeline.errors import BrokerError, ConfigError
 from pipeline.pacing import TokenBucket
 from pipeline.produce_report import ProduceReport
+from pipeline.produce_sources import KeyValue
 from pipeline.settings import Settings
-
-KeyValue = tuple[bytes | None, bytes]
 
 _CHUNK = 500
 _BOOTSTRAP_TIMEOUT_MS = 5_000
@@ -116,27 +110,76 @@ def produce_records(
     were not confirmed. Ctrl-C stops sending, flushes what was handed over and
     reports, rather than losing the tail of the run to a stack trace.
     """
+    check_pacing(rate, count)
+    topic = topic or settings.topics.name(settings.topics.events)
+    bar = progress_bar(topic, count, progress)
+
+    def shown(handed: int, tally: _Tally) -> None:
+        bar.update(handed)
+        if tally.failed:
+            bar.set_postfix(failed=tally.failed, refresh=False)
+
+    try:
+        report = send_batches(settings, batches(records, rate, count, _CHUNK), topic, shown)
+    finally:
+        bar.close()
+    if report.broker_away:
+        raise broker_away(settings, report)
+    return report
+
+
+def check_pacing(rate: float | None, count: int | None) -> None:
+    """A ConfigError for a rate or count no run can keep."""
     if rate is not None and rate <= 0:
         raise ConfigError(f"--rate must be positive, got {rate}")
     if count is not None and count < 0:
         raise ConfigError(f"--count must be zero or more, got {count}")
-    topic = topic or settings.topics.name(settings.topics.events)
+
+
+def progress_bar(topic: str, count: int | None, progress: bool) -> tqdm[Any]:
+    return tqdm(total=count, unit="msg", unit_scale=True, file=sys.stderr, disable=not progress,
+                desc=f"-> {topic}", mininterval=0.5, smoothing=0.2)
+
+
+def batches(records: Iterable[KeyValue], rate: float | None, count: int | None, size: int) -> Iterator[list[KeyValue]]:
+    """The first `count` records (all without one) in lists of up to `size`, paced to `rate` a second."""
     source: Iterator[KeyValue] = iter(records) if count is None else itertools.islice(records, count)
     bucket = TokenBucket(rate) if rate else None
+    while True:
+        wanted = bucket.take(size) if bucket else size
+        batch = list(itertools.islice(source, wanted))
+        if batch:
+            yield batch
+        if len(batch) < wanted:
+            return
+
+
+def broker_away(settings: Settings, report: ProduceReport) -> BrokerError:
+    """The error of a run whose broker confirmed nothing for the delivery timeout, with its counts."""
+    return BrokerError(
+        f"the broker at {settings.kafka} confirmed nothing for {settings.producer.delivery_timeout:g}s: input "
+        f"stopped after {report.handed} records, {report.sent} confirmed, {report.failed + report.unconfirmed} "
+        f"not: {report.problems()}")
+
+
+def send_batches(settings: Settings, source: Iterable[list[KeyValue]], topic: str,
+                 after_batch: Callable[[int, _Tally], None]) -> ProduceReport:
+    """Hand each batch's records to one kafka-python client, then wait for every outcome.
+
+    `after_batch` hears how many records each batch handed over and the tally so far. A
+    broker that confirmed nothing for the delivery timeout stops the input: the report
+    then says `broker_away`.
+    """
     producer = open_producer(settings)
     cluster = _cluster_id(settings)
     tally = _Tally()
     interrupted = away = False
-    bar = tqdm(total=count, unit="msg", unit_scale=True, file=sys.stderr, disable=not progress,
-               desc=f"-> {topic}", mininterval=0.5, smoothing=0.2)
     started = time.monotonic()
     send = producer.send
     partition_of = _KeyPartitions(_partitions(producer, settings, topic))
     watch = _Silence(settings.producer.delivery_timeout)
     try:
-        while True:
-            wanted = bucket.take(_CHUNK) if bucket else _CHUNK
-            batch = list(itertools.islice(source, wanted))
+        for batch in source:
             for key, value in batch:
                 try:
                     send(topic, value=value, key=key, partition=partition_of(key)).add_callback(
@@ -144,25 +187,20 @@ def produce_records(
                     tally.handed += 1
                 except KafkaError as exc:
                     _send_again(producer, settings, topic, key, value, tally, exc)
-            bar.update(len(batch))
+            after_batch(len(batch), tally)
             if tally.failed:
-                bar.set_postfix(failed=tally.failed, refresh=False)
                 watch.check(tally)
-            if len(batch) < wanted:
-                break
     except KeyboardInterrupt:
         interrupted = True
     except _BrokerAway:
         away = True
     except BaseException:
         _close(producer)
-        bar.close()
         raise
     interrupted = _finish(producer, settings, interrupted)
-    bar.close()
     elapsed = time.monotonic() - started
     now = _cluster_id(settings)
-    report = ProduceReport(
+    return ProduceReport(
         sent=tally.acked,
         failed=tally.failed,
         elapsed=elapsed,
@@ -171,13 +209,8 @@ def produce_records(
         first_error=tally.first_error,
         unconfirmed=tally.unconfirmed,
         new_cluster=now if cluster and now and now != cluster else None,
+        broker_away=away,
     )
-    if away:
-        raise BrokerError(
-            f"the broker at {settings.kafka} confirmed nothing for {settings.producer.delivery_timeout:g}s: input "
-            f"stopped after {tally.handed} records, {report.sent} confirmed, {report.failed + report.unconfirmed} "
-            f"not: {report.problems()}")
-    return report
 
 
 class _KeyPartitions:
@@ -280,95 +313,3 @@ def _close(producer: KafkaProducer) -> None:
     """Close without waiting; records still pending stay unconfirmed in the tally."""
     with contextlib.suppress(KafkaError):
         producer.close(timeout=0)
-
-
-def shipment_key(line: bytes) -> bytes | None:
-    """The Kafka key for one raw line: its shipment_id when it has a string one, else None.
-
-    >>> shipment_key(b'{"shipment_id": "S-1", "event_type": "created"}')
-    b'S-1'
-    >>> shipment_key(b'{"shipment_id": 7}') is None, shipment_key(b'not json') is None
-    (True, True)
-    """
-    try:
-        obj = json.loads(line)
-    except (ValueError, RecursionError):
-        return None
-    sid = obj.get("shipment_id") if isinstance(obj, dict) else None
-    return sid.encode("utf-8", "surrogatepass") if isinstance(sid, str) else None
-
-
-def records_from_file(path: str | Path) -> Iterator[KeyValue]:
-    """Each non-empty line of a JSONL file (`-` for stdin), as-is, keyed by its shipment_id."""
-    if str(path) == "-":
-        return _lines(sys.stdin.buffer)
-    try:
-        handle = Path(path).open("rb")
-    except FileNotFoundError:
-        raise ConfigError(f"no such file: {path}") from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    return _lines(handle)
-
-
-def _lines(handle: IO[bytes]) -> Iterator[KeyValue]:
-    with handle:
-        for raw in handle:
-            line = raw.rstrip(b"\r\n")
-            if line.strip():
-                yield shipment_key(line), line
-
-
-def records_from_simulator(
-    seed: int,
-    malformed_share: float = 0.0,
-    start: datetime | None = None,
-    tick: timedelta = timedelta(seconds=30),
-    anomalies: bool = False,
-    backfill: timedelta = timedelta(0),
-) -> Iterator[KeyValue]:
-    """The fleet simulator's endless stream; `start` defaults to now, to the minute, minus `backfill`."""
-    if start is None:
-        start = datetime.now(timezone.utc).replace(second=0, microsecond=0) - backfill
-    if anomalies:  # labelled delay anomalies injected (the labels stay in the simulator)
-        from pipeline.core.anomaly_injection import LabelledFleet
-
-        fleet: Fleet = LabelledFleet(seed, start, tick=tick, malformed_share=malformed_share)
-    else:
-        fleet = Fleet(seed, start, tick=tick, malformed_share=malformed_share)
-    return ((key, value) for key, value, _ in fleet.records())
-
-
-def split_at(records: Iterable[KeyValue], until: datetime) -> tuple[Iterator[KeyValue], Iterator[KeyValue]]:
-    """The records whose event_time is before `until`, then the rest (consume the first before the second).
-
-    A record without a readable event_time (a spoiled simulator line) stays with its neighbours.
-
-    >>> rec = [(b"k", b'{"event_time": "2026-01-01T00:00:00Z"}'), (b"k", b"not json"), (b"k", b'{"event_time": "2026"}'),
-    ...        (b"k", b'{"event_time": "2026-01-03T00:00:00+01:00"}'), (b"k", b'{"event_time": "2026-01-01T00:00:00Z"}')]
-    >>> past, rest = split_at(rec, datetime(2026, 1, 2, tzinfo=timezone.utc))
-    >>> len(list(past)), len(list(rest))
-    (3, 2)
-    """
-    source = iter(records)
-    held: list[KeyValue] = []
-
-    def before() -> Iterator[KeyValue]:
-        for key, value in source:
-            try:
-                when = datetime.fromisoformat(json.loads(value)["event_time"].replace("Z", "+00:00"))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                when = None
-            if when is None or when.tzinfo is None:
-                yield key, value
-                continue
-            if when >= until:
-                held.append((key, value))
-                return
-            yield key, value
-
-    def after() -> Iterator[KeyValue]:
-        yield from held
-        yield from source
-
-    return before(), after()

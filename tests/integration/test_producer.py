@@ -14,6 +14,7 @@ import sys
 import tempfile
 import threading
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -23,7 +24,9 @@ from typing import Any
 import pytest
 
 from pipeline.errors import BrokerError, ConfigError
-from pipeline.producer import TokenBucket, produce_records, records_from_file, records_from_simulator
+from pipeline.pacing import TokenBucket
+from pipeline.produce_sources import records_from_file, records_from_simulator
+from pipeline.producer import produce_records
 from pipeline.settings import Settings
 
 START = datetime(2026, 3, 2, tzinfo=timezone.utc)
@@ -330,3 +333,113 @@ def test_an_in_memory_broker_restarted_mid_run_is_reported(tmp_path: Path) -> No
     assert proc.returncode == 1, stderr
     assert f"the broker became a new cluster ({second.cluster_id})" in stderr, stderr
     assert "Traceback" not in stderr, stderr
+
+
+# ---- several sender processes -------------------------------------------------------------
+
+
+def _by_key(got: list[Any]) -> tuple[dict[bytes, set[int]], dict[bytes, list[bytes]]]:
+    """Each key's partitions and its values in log order."""
+    partitions: dict[bytes, set[int]] = defaultdict(set)
+    order: dict[bytes, list[bytes]] = defaultdict(list)
+    for r in sorted(got, key=lambda r: (r.partition, r.offset)):
+        if r.key is not None:
+            partitions[r.key].add(r.partition)
+            order[r.key].append(r.value)
+    return partitions, order
+
+
+@pytest.mark.integration
+def test_two_processes_send_what_one_sends(tansu: str) -> None:
+    """Same seed and count: the same records, each key on the same partition, each key's records in the same order."""
+    from pipeline.produce_parallel import produce_parallel
+
+    runs = []
+    for processes in (1, 2):
+        settings = settings_for(tansu)
+        report = produce_parallel(settings, records_from_simulator(21, 0.02, START), processes, count=3_000,
+                                  progress=False)
+        assert (report.sent, report.failed, report.unconfirmed, report.complete) == (3_000, 0, 0, True), report
+        runs.append(read_back(settings, 3_000))
+    one, two = runs
+    assert len(one) == len(two) == 3_000
+    assert sorted((r.key or b"", r.value) for r in one) == sorted((r.key or b"", r.value) for r in two)
+    assert sum(r.key is None for r in two) == sum(r.key is None for r in one) > 0
+    assert _by_key(one) == _by_key(two)
+    assert {zlib.crc32(r.key) % 2 for r in two if r.key is not None} == {0, 1}  # both processes had keys
+
+
+@pytest.mark.integration
+def test_refused_records_are_counted_across_processes(tansu: str) -> None:
+    """Records the client refuses (over the request size) in both processes' shares: each is counted once."""
+    from pipeline.produce_parallel import produce_parallel
+
+    settings = settings_for(tansu)
+    keys = [f"SHP-{i}".encode() for i in range(8)]
+    assert {zlib.crc32(k) % 2 for k in keys} == {0, 1}
+    records = [(k, b'{"n": %d}' % n) for n in range(100) for k in keys]
+    records[5::97] = [(k, b"x" * 1_100_000) for k, _ in records[5::97]]
+    assert {zlib.crc32(k) % 2 for k, _ in records[5::97]} == {0, 1}
+    report = produce_parallel(settings, records, 2, progress=False)
+    refused = len(records[5::97])
+    assert (report.sent, report.failed, report.unconfirmed) == (len(records) - refused, refused, 0), report
+    assert not report.complete and "MessageSizeTooLarge" in (report.first_error or ""), report
+    assert len(read_back(settings, len(records) - refused, timeout=5)) == len(records) - refused
+
+
+def _children(pid: int) -> list[int]:
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _senders(proc: subprocess.Popen[str], processes: int, timeout: float = 20) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while len(found := _children(proc.pid)) < processes:
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.1)
+    return found
+
+
+@pytest.mark.integration
+def test_a_killed_sender_process_fails_the_run_loudly(tmp_path: Path) -> None:
+    """kill -9 one of two sender processes: the run stops, exit 1, the dead one named, every record counted."""
+    broker = _own_broker(tmp_path, "broker")
+    try:
+        proc = _produce_cli(broker, tmp_path, "--rate", "4000", "--processes", "2", delivery_timeout=5)
+        first, second = _senders(proc, 2)
+        time.sleep(2.0)
+        os.kill(second, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        broker.stop()
+    assert proc.returncode == 1, stderr
+    assert f"(pid {second}) died (killed by signal 9) before reporting" in stderr and "Traceback" not in stderr, stderr
+    handed, confirmed, lost = _counted(stderr)
+    assert confirmed > 0 and confirmed + lost == handed, stderr
+    assert not _alive(first)
+
+
+@pytest.mark.integration
+def test_sigterm_stops_every_sender_process_and_reports(tansu: str, tmp_path: Path) -> None:
+    """SIGTERM to the parent stops the input; each process flushes; what the run reports sent is on the broker."""
+    settings = settings_for(tansu)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENANCE_")}
+    env.update(PROVENANCE_KAFKA=tansu, PROVENANCE_TOPICS__PREFIX=settings.topics.prefix,
+               PROVENANCE_DATA_DIR=str(tmp_path / "data"))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "produce", "--simulate", "--quiet", "--rate", "3000",
+                             "--count", "100000", "--processes", "3"], env=env, stderr=subprocess.PIPE, text=True)
+    senders = _senders(proc, 3)
+    time.sleep(2.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    sent = int(re.search(r"sent (\d+) events", stderr).group(1))  # type: ignore[union-attr]
+    assert 0 < sent < 100_000, stderr
+    assert not any(_alive(pid) for pid in senders)
+    assert len(read_back(settings, sent + 1, timeout=3)) == sent
