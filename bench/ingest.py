@@ -264,12 +264,12 @@ def drain_run(base: Settings, n: int, workdir: Path, workers: int, broker_pid: i
             "settings": settings, "whole": p.whole, "budget": budget}
 
 
-def latency_run(base: Settings, rate: float, seconds: float, workdir: Path) -> dict[str, Any]:
+def latency_run(base: Settings, rate: float, seconds: float, workdir: Path, broker_pid: int) -> dict[str, Any]:
     """Steady production at `rate` into a running pipeline; then kill -9 the worker and time its restart."""
     import duckdb
 
     settings = prefixed(base, "latency.")
-    p = Pipeline(settings, workdir / "latency", 1)
+    p = Pipeline(settings, workdir / "latency", 1, broker_pid)
     p.start()
     out: dict[str, Any] = {}
     steady_ids: set[str] = set()
@@ -280,10 +280,12 @@ def latency_run(base: Settings, rate: float, seconds: float, workdir: Path) -> d
         n = int(rate * seconds)
         steady = list(records(12, n))
         steady_ids = {orjson.loads(v)["event_id"] for _, v in steady}
+        cpu, producer = p.cpu(), own_cpu()
         with CommitWatch(p.url) as watch:
             report = produce_records(settings, steady, rate=rate, count=n, progress=False)
             out["achieved_rate"] = report.rate
             p.drain(2000 + n, timeout=600)
+        out["cpu"] = {"producer": (own_cpu() - producer) / n} | {k: (v - cpu[k]) / n for k, v in p.cpu().items()}
 
         # restart after kill -9, under a steady 2 k/s load
         stopping = threading.Event()
@@ -357,7 +359,7 @@ def main() -> None:
             if args.only != "latency":
                 drains(base, args.events, work, broker.process.pid)
             if args.only != "drain":
-                latency(base, args.latency_rate, args.latency_seconds, work)
+                latency(base, args.latency_rate, args.latency_seconds, work, broker.process.pid)
     say(f"load average at the end: {os.getloadavg()[0]:.1f}")
 
 
@@ -387,8 +389,8 @@ def drains(base: Settings, events: int, work: Path, broker_pid: int) -> None:
         say(budget_line(name, run))
 
 
-def latency(base: Settings, rate: float, seconds: float, work: Path) -> None:
-    lat = latency_run(base, rate, seconds, work)
+def latency(base: Settings, rate: float, seconds: float, work: Path, broker_pid: int) -> None:
+    lat = latency_run(base, rate, seconds, work, broker_pid)
     lats = lat["latency"]
     say(f"produce → queryable at {lat['achieved_rate']:,.0f} events/s (asked {rate:,.0f}): "
         f"p50 {pct(lats, 0.5):.3f} s, p99 {pct(lats, 0.99):.3f} s, max {max(lats):.3f} s ({len(lats):,} events; "
@@ -396,6 +398,8 @@ def latency(base: Settings, rate: float, seconds: float, work: Path) -> None:
     say("where it goes (\"total\" to the count that first shows the event's transaction, within 50 ms):")
     for line in report(lat["parts"]):
         say(line)
+    say("CPU µs/event at that rate (the producer's includes the bench's commit watch): "
+        + ", ".join(f"{k} {v * 1e6:.1f}" for k, v in lat["cpu"].items()))
     say(f"kill -9 → restarted worker's first new rows queryable: {lat['restart']:.1f} s (dynamic membership)")
 
 

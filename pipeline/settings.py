@@ -87,6 +87,8 @@ class StoreSettings(_Group):
     row_cap: int = Field(default=10_000, ge=1)
     batch_rows: int = Field(default=5_000, ge=1)
     flush_interval: float = Field(default=0.25, gt=0)
+    fetch_wait: float = Field(default=0.1, gt=0, le=30, description="seconds a fetch waits at the broker for "
+                              "records; the embedded broker answers an empty one only after about half of it")
     tile_cache: int = Field(default=65_536, ge=16, description="Merkle tiles kept in memory (8 KiB each)")
     stall_after: float = Field(default=30.0, gt=0, description="seconds a consumed topic may stand still with "
                                "records waiting before /health says degraded")
@@ -96,6 +98,9 @@ class WorkerSettings(_Group):
     group_id: str = "provenance-worker"
     batch_size: int = Field(default=2_000, ge=1, description="records per poll at most")
     batch_within: float = Field(default=0.2, gt=0)
+    fetch_wait: float = Field(default=0.1, gt=0, le=30, description="seconds a fetch waits at the broker for "
+                              "records (faust's own is 1.5); the embedded broker answers an empty one only after "
+                              "about half of it")
     web_port: int = Field(default=0, ge=0, le=65535, description="0 disables faust's web server")
     session_timeout: float | None = Field(default=None, ge=1.0, le=300.0, description="seconds until a dead "
                                           "worker's partitions move; unset: 2 on the embedded broker, 6 (Kafka's "

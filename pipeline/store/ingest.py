@@ -153,6 +153,7 @@ class Ingestor:
             bootstrap_servers=self.settings.kafka, group_id=None, enable_auto_commit=False,
             auto_offset_reset="earliest", client_id="provenance-store",
             max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024,
+            fetch_max_wait_ms=int(self.settings.store.fetch_wait * 1000),
         )
         try:
             await consumer.start()

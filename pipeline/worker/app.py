@@ -194,7 +194,7 @@ def build_app(settings: Settings, cluster_id: str | None = None, vouched: Mappin
         )
     app.sequencer = sequencers[topics.name(topics.events)]  # type: ignore[attr-defined]
     app.sequencers = sequencers  # type: ignore[attr-defined]
-    transport.attach(app, _Dispatcher(sequencers))
+    transport.attach(app, _Dispatcher(sequencers), fetch_wait=w.fetch_wait)
 
     @app.timer(interval=min(settings.ledger.max_age / 4, 0.5))
     async def seal_due() -> None:

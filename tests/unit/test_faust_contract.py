@@ -164,6 +164,21 @@ def test_static_membership_and_session_settings_reach_aiokafka() -> None:
         assert kwarg in source
 
 
+def test_the_fetch_wait_reaches_aiokafkas_fetcher() -> None:
+    async def build() -> Any:
+        app = faust.App("contract", broker=transport.broker_url("127.0.0.1:1"), value_serializer="raw")
+        transport.attach(app, Handler(), fetch_wait=0.05)
+        thread = app.consumer._thread
+        assert isinstance(thread, transport.BatchConsumerThread)
+        return thread._create_worker_consumer(app.transport)
+
+    consumer = asyncio.run(build())
+    assert consumer._fetch_max_wait_ms == 50
+    from aiokafka import AIOKafkaConsumer
+    assert "fetch_max_wait_ms=self._fetch_max_wait_ms" in inspect.getsource(AIOKafkaConsumer.start)
+    assert "def _new_consumer_thread(self)" in inspect.getsource(driver.Consumer)
+
+
 def test_a_broken_connection_to_an_in_memory_broker_ends_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
     """`pipeline.broker.exit_when_lost` wraps aiokafka's connection-closed callback: pin its shape."""
     from aiokafka.client import AIOKafkaClient
