@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib
 import json
 import logging
 import sys
@@ -15,7 +16,24 @@ from pipeline.cli_support import BadInput, fail_on, http_json, load_settings, ru
 from pipeline.errors import PipelineError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Commands(click.Group):
+    """The command group; `forecast` (numpy and the backtest's models) is imported only when asked for.
+
+    Every process the pipeline starts (`provenance worker`, `serve`, `analytics`) begins here.
+    """
+
+    LAZY = {"forecast": "pipeline.forecast_cli"}
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.LAZY})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in self.LAZY and cmd_name not in self.commands:
+            self.add_command(getattr(importlib.import_module(self.LAZY[cmd_name]), cmd_name))
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
 @click.version_option(package_name="provenance")
 def main(verbose: int) -> None:
@@ -267,11 +285,10 @@ def schema(write: bool, path: Path) -> None:
 
 
 from pipeline.analytics.commands import analytics, anomalies  # noqa: E402
-from pipeline.forecast_cli import forecast  # noqa: E402
 from pipeline.proof_cli import audit, prove, verify  # noqa: E402
 from pipeline.store.export import export  # noqa: E402
 
-for command in (prove, verify, audit, analytics, anomalies, export, forecast):
+for command in (prove, verify, audit, analytics, anomalies, export):
     main.add_command(command)
 
 if __name__ == "__main__":

@@ -59,19 +59,41 @@ class _BlockReader:
 
     async def _read(self, partition: int) -> wire.BlockMessage | None:
         if self.consumer is None:
+            # A fetch parked at a log's end waits up to fetch_max_wait_ms, and the broker answers one
+            # connection's requests in order: a reader of a few records never needs a long poll.
             self.consumer = AIOKafkaConsumer(
                 bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-                client_id="provenance-block-reader",
+                client_id="provenance-block-reader", fetch_max_wait_ms=50,
             )
             await self.consumer.start()
         tp = TopicPartition(self.topic, partition)
-        self.consumer.assign([tp])
+        # Asked before the partition is assigned, with the seek right after the assignment: the
+        # consumer's first fetch is for the last block, not a long poll at the log's end (0.5 s).
         end = (await self.consumer.end_offsets([tp]))[tp]
         if end == 0:
             return None
+        self.consumer.assign([tp])
         # Some brokers report the end of a multi-record batch as one past its first
         # record, so read forward from there to the real end and keep the last block.
         self.consumer.seek(tp, end - 1)
+        try:
+            last = await self._last_record(tp, end)
+        finally:
+            self.consumer.pause(tp)  # no fetching in the background until the next read
+        if last is None:
+            return None
+        written_for = wire.written_for(last.headers)
+        if written_for is not None and self.cluster_id is not None and written_for != self.cluster_id:
+            # Only resent writes lead here (a new cluster's blocks follow them): the log has no commit point yet.
+            log.warning("%s[%d]: the last block was written for cluster %s, not this one (%s): it was resent "
+                        "to a broker that lost its data; no commit point", self.topic, partition, written_for,
+                        self.cluster_id)
+            return None
+        return wire.decode_block(last.value)
+
+    async def _last_record(self, tp: TopicPartition, end: int) -> Any:
+        """The last record of `tp` from the position sought; None if the broker lists records it does not serve."""
+        assert self.consumer is not None
         last = None
         # The first fetch can take longer than one poll on a loaded machine: keep asking for a while.
         deadline = asyncio.get_running_loop().time() + 30
@@ -84,24 +106,16 @@ class _BlockReader:
                 # for an empty poll to know this is the last block.
                 highwater = self.consumer.highwater(tp)
                 if highwater is not None and last.offset + 1 >= highwater:
-                    break
-            elif last is not None or asyncio.get_running_loop().time() > deadline:
-                break
+                    return last
+            elif last is not None:
+                return last
+            elif asyncio.get_running_loop().time() > deadline:
+                raise LedgerError(f"{tp.topic}[{tp.partition}] reports {end} records but none could be read in 30 s")
             elif self.consumer.highwater(tp) == 0:
                 # After an in-memory broker restarted, writes resent to it can be listed but not served.
-                log.warning("%s[%d]: the broker lists %d records but serves none: no commit point", self.topic,
-                            partition, end)
+                log.warning("%s[%d]: the broker lists %d records but serves none: no commit point", tp.topic,
+                            tp.partition, end)
                 return None
-        if last is None:
-            raise LedgerError(f"{self.topic}[{partition}] reports {end} records but none could be read in 30 s")
-        written_for = wire.written_for(last.headers)
-        if written_for is not None and self.cluster_id is not None and written_for != self.cluster_id:
-            # Only resent writes lead here (a new cluster's blocks follow them): the log has no commit point yet.
-            log.warning("%s[%d]: the last block was written for cluster %s, not this one (%s): it was resent "
-                        "to a broker that lost its data; no commit point", self.topic, partition, written_for,
-                        self.cluster_id)
-            return None
-        return wire.decode_block(last.value)
 
     async def close(self) -> None:
         if self.consumer is not None:
@@ -196,13 +210,13 @@ def build_app(settings: Settings, cluster_id: str | None = None, vouched: Mappin
     app.sequencers = sequencers  # type: ignore[attr-defined]
     transport.attach(app, _Dispatcher(sequencers), fetch_wait=w.fetch_wait)
 
-    @app.timer(interval=min(settings.ledger.max_age / 4, 0.5))
-    async def seal_due() -> None:
-        async def seal_all() -> None:
+    async def seal_forever() -> None:
+        async for _ in app.itertimer(min(settings.ledger.max_age / 4, 0.5), name="seal_due"):
             for sequencer in sequencers.values():
                 await sequencer.seal_due()
 
-        await fatal.guarded("the seal timer", seal_all)
+    async def seal_due() -> None:
+        await fatal.guarded("the seal timer", seal_forever)
 
     async def commit_forever() -> None:
         while True:
@@ -210,7 +224,6 @@ def build_app(settings: Settings, cluster_id: str | None = None, vouched: Mappin
             await committer.flush()
             commit_points.save()
 
-    @app.task
     async def commit_offsets() -> None:
         await fatal.guarded("the offset committer", commit_forever)
 
@@ -231,9 +244,10 @@ def build_app(settings: Settings, cluster_id: str | None = None, vouched: Mappin
                                   "each log whose commit point was lost in a new epoch")
             await asyncio.sleep(2.0)
 
-    @app.task
     async def broker_watch() -> None:
         await fatal.guarded("the broker watch", watch_broker)
+
+    transport.start_with(app, seal_due, commit_offsets, broker_watch)
 
     def end_offsets() -> dict[tuple[str, int], int]:
         consumer = app.consumer

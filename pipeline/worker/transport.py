@@ -20,7 +20,7 @@ an upgrade that changes one fails loudly instead of silently skipping commits.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 import faust
@@ -125,6 +125,16 @@ def attach(app: faust.App, handler: BatchHandler, fetch_wait: float | None = Non
         app.topics.add(topic)
         topics.append(topic)
     return topics
+
+
+def start_with(app: faust.App, *tasks: Callable[[], Awaitable[None]]) -> None:
+    """Run each coroutine function as a task of the app once it has started, as `@app.task` does.
+
+    `@app.task` (and `@app.timer`, built on it) also registers the function for
+    faust's venusian scan, which reads the caller's source and maps every loaded
+    module to its file: about 40 ms of start-up CPU each. The worker scans nothing.
+    """
+    app._app_tasks.extend(tasks)  # type: ignore[attr-defined]
 
 
 def commit(app: faust.App, offsets: Mapping[tuple[str, int], int]) -> Awaitable[bool]:

@@ -221,3 +221,24 @@ def test_the_table_manager_skips_only_fausts_start_up_pause() -> None:
                     "await self.recovery.start()"], body
     app = faust.App("contract-tables", broker="memory://", TableManager=transport.TableManager)
     assert isinstance(app.tables, transport.TableManager)
+
+
+def test_start_with_runs_coroutines_as_app_tasks_without_the_scan() -> None:
+    """transport.start_with appends to the list `@app.task` fills: pin how faust starts that list."""
+    source = inspect.getsource(faust.App.on_started_init_extra_tasks)
+    assert "for task in self._app_tasks:" in source and "self.add_future(task())" in source
+    assert "self._app_tasks.append(_wrapped)" in inspect.getsource(faust.App._task)
+    ran: list[str] = []
+    app = make_app(Handler())
+
+    async def task() -> None:
+        ran.append("ran")
+
+    transport.start_with(app, task)
+
+    async def start() -> None:
+        await app.on_started_init_extra_tasks()
+        await asyncio.sleep(0)
+
+    asyncio.run(start())
+    assert ran == ["ran"]

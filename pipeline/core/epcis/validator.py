@@ -13,8 +13,6 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
-from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped]
-
 from pipeline.core.epcis.standard import json_schema
 
 FORMAT_CHECKS = ("date-time", "uri")
@@ -43,7 +41,10 @@ def pointer(path: Any) -> str:
 
 
 @cache
-def _validator() -> Draft7Validator:
+def _validator() -> Any:
+    # Imported here, at the first validation: a worker that never sees an EPCIS record never loads it.
+    from jsonschema import Draft7Validator, FormatChecker  # type: ignore[import-untyped]
+
     checker = FormatChecker()
     missing = [f for f in FORMAT_CHECKS if f not in checker.checkers]
     if missing:
