@@ -21,7 +21,6 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from datetime import datetime
-from operator import itemgetter
 from typing import Any
 
 import duckdb
@@ -141,7 +140,6 @@ _EVENT_ROW = ("SELECT event_id, shipment_id, event_type, event_time::TIMESTAMPTZ
 
 
 _ENTRY_TEXT = ("event_id", "shipment_id", "event_type", "event_time", "log_id", "leaf_hash", "payload")
-_ENTRY_FIELDS = itemgetter(*_ENTRY_TEXT, "leaf_index", "kafka_offset")
 
 
 def _insert_entries(cur: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]], now: datetime,
@@ -153,11 +151,9 @@ def _insert_entries(cur: duckdb.DuckDBPyConnection, entries: list[dict[str, Any]
         entries = [e for e in entries if "epcis" not in e]
         if not entries:
             return
-    # Each entry's fields read at once (one itemgetter call), then cut into columns.
-    columns = list(zip(*map(_ENTRY_FIELDS, entries)))
-    staged = dict(zip(_ENTRY_TEXT, columns))
-    staged["leaf_index"] = pa.array(columns[-2], pa.int64())
-    staged["kafka_offset"] = pa.array(columns[-1], pa.int64())
+    staged: dict[str, Any] = {c: [e[c] for e in entries] for c in _ENTRY_TEXT}
+    staged["leaf_index"] = pa.array([e["leaf_index"] for e in entries], pa.int64())
+    staged["kafka_offset"] = pa.array([e["kafka_offset"] for e in entries], pa.int64())
     staged["kafka_partition"] = pa.array(_partitions(staged["log_id"]), pa.int32())
     cur.register("staged_entries", pa.table(staged))
     if careful or len(set(staged["event_id"])) < len(entries):
