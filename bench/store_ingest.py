@@ -1,6 +1,7 @@
 """Store ingest CPU per event on a real DuckDB file, against a raw DuckDB Arrow insert of the same rows.
 
     .venv/bin/python bench/store_ingest.py [--events 200000] [--bundles-per-batch 20] [--partitions 4]
+                                           [--records FILE] [--store-only]
 
 The ledger.entries and ledger.blocks records are made the way the worker makes
 them (simulated events through `accept`, one `PartitionLog` per partition,
@@ -15,14 +16,19 @@ the same bundles with orjson, one Arrow table per batch, one `INSERT INTO
 events SELECT ...` into the same table definition with the store's DuckDB
 settings, commit. Both measure the
 process's CPU time (DuckDB's threads included), per event and per 100 k events,
-so growth with the table size shows. Figures, not a test: on a shared machine
-quote the CPU per event and the load average.
+so growth with the table size shows. The store's transaction is also broken
+down by DuckDB statement (CPU per event and per call): the profile of where
+the DuckDB write goes. `--records FILE` keeps the made records in FILE (made
+once, read by every later run with the same arguments), so old and new code
+can be run back to back on the same rows. Figures, not a test: on a shared
+machine quote the CPU per event and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import pickle
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -100,6 +106,61 @@ def ledger_records(settings: Settings, n: int, partitions: int, block_events: in
     return out, events
 
 
+def cached_records(path: Path | None, settings: Settings, args: argparse.Namespace) -> tuple[list[Record], int]:
+    """`ledger_records` for the arguments, read from `path` when it holds them (written there otherwise)."""
+    key = (args.events, args.partitions, args.block_events, settings.ledger.bundle_size)
+    if path is not None and path.exists():
+        saved_key, rows, events = pickle.loads(path.read_bytes())
+        if saved_key == key:
+            return [Record(*r) for r in rows], events
+    records, events = ledger_records(settings, args.events, args.partitions, args.block_events)
+    if path is not None:
+        path.write_bytes(pickle.dumps((key, [tuple(r) for r in records], events)))
+    return records, events
+
+
+class Statements:
+    """CPU per DuckDB statement kind (its first words) of the cursors `Database` hands out."""
+
+    def __init__(self) -> None:
+        self.cpu: collections.Counter[str] = collections.Counter()
+        self.calls: collections.Counter[str] = collections.Counter()
+
+    def wrap(self, db: Database) -> None:
+        cursor, meter = db.cursor, self
+
+        class Timed:
+            def __init__(self) -> None:
+                self.cur = cursor()
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.cur, name)
+
+            def execute(self, sql: str, *args: Any) -> Any:
+                t = time.process_time()
+                try:
+                    return self.cur.execute(sql, *args)
+                finally:
+                    kind = " ".join(sql.split("(")[0].split()[:5])
+                    meter.cpu[kind] += time.process_time() - t
+                    meter.calls[kind] += 1
+
+            def register(self, name: str, table: Any) -> Any:
+                t = time.process_time()
+                try:
+                    return self.cur.register(name, table)
+                finally:
+                    meter.cpu["(register an Arrow table)"] += time.process_time() - t
+                    meter.calls["(register an Arrow table)"] += 1
+
+        db.cursor = Timed  # type: ignore[method-assign,assignment]
+
+    def report(self, events: int) -> None:
+        for kind, seconds in self.cpu.most_common():
+            print(f"    {seconds / events * 1e6:5.2f} µs/event, {seconds / self.calls[kind] * 1e3:5.2f} ms/call"
+                  f" x {self.calls[kind]}: {kind}")
+
+
 def batches(records: list[Record], per_batch: int) -> list[dict[TopicPartition, list[Record]]]:
     """The records as polls: `per_batch` records each, grouped by partition as getmany returns them."""
     out = []
@@ -142,6 +203,8 @@ class Meter:
 def run_store(settings: Settings, polls: list[dict[TopicPartition, list[Record]]], path: Path) -> float:
     """The store's own code, a poll at a time: decode, tiles, one transaction."""
     db = Database(path)
+    statements = Statements()
+    statements.wrap(db)
     try:
         ingestor, tiles = Ingestor(settings, db), TileMaintainer(db)
         stages = dict.fromkeys(("decode (ingestor)", "tiles", "DuckDB write (Database.ingest)"), 0.0)
@@ -159,6 +222,7 @@ def run_store(settings: Settings, polls: list[dict[TopicPartition, list[Record]]
                 stages[name] += seconds
             meter.add(result.events)
         per = meter.report(stages)
+        statements.report(meter.events)
         counts = db.counts()
         print(f"  tables: {counts['events']} events, {counts['blocks']} blocks")
         return per
@@ -208,18 +272,23 @@ def main() -> None:
     parser.add_argument("--block-events", type=int, default=500, help="events per block (the worker's max_events)")
     parser.add_argument("--bundles-per-batch", type=int, default=20,
                         help="records per store batch (20 bundles of 256 entries: ~5 k events)")
+    parser.add_argument("--records", type=Path, help="keep the made records in this file, and read them from it")
+    parser.add_argument("--store-only", action="store_true", help="leave the peer out")
     args = parser.parse_args()
     settings = Settings()
     t = time.perf_counter()
-    records, events = ledger_records(settings, args.events, args.partitions, args.block_events)
+    records, events = cached_records(args.records, settings, args)
     size = sum(len(r.value) for r in records) / events
     print(f"duckdb {duckdb.__version__}; {events} events in {len(records)} records ({size:.0f} bytes/event),"
-          f" made in {time.perf_counter() - t:.0f} s; {args.bundles_per_batch} records per batch")
+          f" made in {time.perf_counter() - t:.0f} s; {args.bundles_per_batch} records per batch;"
+          f" load average {Path('/proc/loadavg').read_text().strip()}")
     polls = batches(records, args.bundles_per_batch)
     with tempfile.TemporaryDirectory(prefix="store-ingest-") as tmp:
         store = run_store(settings, polls, Path(tmp) / "store.duckdb")
-        peer = run_peer(settings, polls, Path(tmp) / "peer.duckdb")
-    print(f"store / peer CPU per event: {store / peer:.2f}x;  load average: {Path('/proc/loadavg').read_text().strip()}")
+        if not args.store_only:
+            peer = run_peer(settings, polls, Path(tmp) / "peer.duckdb")
+            print(f"store / peer CPU per event: {store / peer:.2f}x")
+    print(f"load average: {Path('/proc/loadavg').read_text().strip()}")
 
 
 if __name__ == "__main__":
