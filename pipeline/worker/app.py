@@ -22,7 +22,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pipeline import fatal, metrics
 from pipeline.broker import ClusterProbe, check_ledger_partitions, exit_when_lost, session_timeout
 from pipeline.core import wire
-from pipeline.core.epcis.record import accept_epcis_record
 from pipeline.core.ledger import AcceptRecord, accept_shipment
 from pipeline.errors import BrokerError, LedgerError
 from pipeline.settings import Settings
@@ -341,7 +340,15 @@ def _accept_functions(settings: Settings) -> dict[str, AcceptRecord]:
     """Each sequenced topic (unprefixed) with the function turning its records into leaves."""
     topics = settings.topics
     return {topics.events: functools.partial(accept_shipment, limits=settings.limits.record()),
-            topics.epcis: accept_epcis_record}
+            topics.epcis: _accept_epcis}
+
+
+def _accept_epcis(raw: bytes) -> Sequence[tuple[Any, bytes]]:
+    """`accept_epcis_record`, imported at the first EPCIS record: its parsing, hashing and views cost
+    about 25 ms of CPU to import, on the path of every restart of a worker that may never see one."""
+    from pipeline.core.epcis.record import accept_epcis_record
+
+    return accept_epcis_record(raw)
 
 
 def run_worker(settings: Settings, loglevel: str = "warning") -> None:
