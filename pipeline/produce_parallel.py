@@ -3,7 +3,7 @@
 kafka-python spends about 25 µs of CPU on each record in pure Python (the accumulator,
 the record builder, a future per record), which holds one process near 35-40 k msg/s.
 Here the parent reads or generates the records and hands each to the process that owns
-its key (CRC32 of the key, mod N; keyless records go round), in chunks over a pipe.
+its key (`share_of`; keyless records go round), in chunks over a pipe.
 Each process runs the single-process sender on its share. A key therefore always goes
 through one process, in input order, and gets the partition one process would give it:
 the run sends the same records, to the same partitions, in the same per-key order.
@@ -23,8 +23,7 @@ import os
 import signal
 import threading
 import time
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -34,7 +33,9 @@ from pipeline.errors import PipelineError
 from pipeline.procs import die_with_parent
 from pipeline.produce_report import ProduceReport
 from pipeline.produce_sources import KeyValue
-from pipeline.producer import batches, broker_away, check_pacing, produce_records, progress_bar, send_batches
+from pipeline.producer import (
+    KeyPartitions, batches, broker_away, check_pacing, produce_records, progress_bar, send_batches,
+)
 from pipeline.settings import Settings
 
 _CHUNK = 1_000  # records a process gets at a time from an unpaced run
@@ -66,15 +67,14 @@ def produce_parallel(
     check_pacing(rate, count)
     topic = topic or settings.topics.name(settings.topics.events)
     senders: list[_Sender] = []
-    for i in range(processes):  # forked before any thread starts
-        senders.append(_Sender(settings, topic, i, processes, senders))
     interrupted = False
-    bar = progress_bar(topic, count, progress)
-    started = time.monotonic()
     try:
-        with _TermAsInterrupt():
+        for i in range(processes):  # forked before the progress bar starts its thread
+            senders.append(_Sender(settings, topic, i, processes, senders))
+        started = time.monotonic()
+        with progress_bar(topic, count, progress) as bar, _TermAsInterrupt():
             try:
-                _dispatch(senders, batches(records, rate, count, _CHUNK * processes), bar)
+                _dispatch(senders, batches(records, rate, count, _CHUNK * processes), bar, settings.topics.partitions)
             except KeyboardInterrupt:
                 interrupted = True
             interrupted = _collect(senders) or interrupted
@@ -82,14 +82,13 @@ def produce_parallel(
         for sender in senders:
             sender.kill()
         raise
-    finally:
-        bar.close()
     return _outcome(settings, senders, time.monotonic() - started, interrupted)
 
 
-def _dispatch(senders: list[_Sender], source: Iterator[list[KeyValue]], bar: Any) -> None:
+def _dispatch(senders: list[_Sender], source: Iterator[list[KeyValue]], bar: Any, partitions: int) -> None:
     """Hand each record to the process owning its key, until the input ends or a process stops early."""
     n = len(senders)
+    owner = share_of(n, partitions)
     turn = 0
     for batch in source:
         shares: list[list[KeyValue]] = [[] for _ in senders]
@@ -99,7 +98,7 @@ def _dispatch(senders: list[_Sender], source: Iterator[list[KeyValue]], bar: Any
                 turn = (turn + 1) % n
                 shares[turn].append(record)
             else:
-                shares[zlib.crc32(key) % n].append(record)
+                shares[owner(key)].append(record)
         for sender, share in zip(senders, shares):
             if share and not sender.give(share):
                 return
@@ -111,6 +110,22 @@ def _dispatch(senders: list[_Sender], source: Iterator[list[KeyValue]], bar: Any
             failed += sender.failed
         if failed:
             bar.set_postfix(failed=failed, refresh=False)
+
+
+def share_of(processes: int, partitions: int) -> Callable[[bytes], int]:
+    """Which process owns a key: the partition produce gives it on a topic of `partitions`, mod `processes`.
+
+    Any fixed function of the key keeps each key in one process. This one also gives
+    each process whole partitions when the topic has that many (so `processes` is best
+    a divisor of the partition count): each partition's batches fill as fast as with one
+    process, and a partition's keyed records go through one process, in input order.
+
+    >>> own = share_of(2, 4)
+    >>> sorted({own(f"SHP-{i}".encode()) for i in range(20)}), own(b"SHP-1") == own(b"SHP-1")
+    ([0, 1], True)
+    """
+    partition_of = KeyPartitions(list(range(partitions)))
+    return lambda key: partition_of(key) % processes  # type: ignore[operator]
 
 
 def _collect(senders: list[_Sender]) -> bool:

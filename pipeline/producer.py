@@ -176,7 +176,7 @@ def send_batches(settings: Settings, source: Iterable[list[KeyValue]], topic: st
     interrupted = away = False
     started = time.monotonic()
     send = producer.send
-    partition_of = _KeyPartitions(_partitions(producer, settings, topic))
+    partition_of = KeyPartitions(_partitions(producer, settings, topic))
     watch = _Silence(settings.producer.delivery_timeout)
     try:
         for batch in source:
@@ -213,7 +213,7 @@ def send_batches(settings: Settings, source: Iterable[list[KeyValue]], topic: st
     )
 
 
-class _KeyPartitions:
+class KeyPartitions:
     """Each key's partition as kafka-python's default partitioner picks it, hashed once per key.
 
     Its pure-Python murmur2 was about an eighth of the producer's CPU per record, and a

@@ -14,7 +14,6 @@ import sys
 import tempfile
 import threading
 import time
-import zlib
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
@@ -352,7 +351,7 @@ def _by_key(got: list[Any]) -> tuple[dict[bytes, set[int]], dict[bytes, list[byt
 @pytest.mark.integration
 def test_two_processes_send_what_one_sends(tansu: str) -> None:
     """Same seed and count: the same records, each key on the same partition, each key's records in the same order."""
-    from pipeline.produce_parallel import produce_parallel
+    from pipeline.produce_parallel import produce_parallel, share_of
 
     runs = []
     for processes in (1, 2):
@@ -366,20 +365,20 @@ def test_two_processes_send_what_one_sends(tansu: str) -> None:
     assert sorted((r.key or b"", r.value) for r in one) == sorted((r.key or b"", r.value) for r in two)
     assert sum(r.key is None for r in two) == sum(r.key is None for r in one) > 0
     assert _by_key(one) == _by_key(two)
-    assert {zlib.crc32(r.key) % 2 for r in two if r.key is not None} == {0, 1}  # both processes had keys
+    assert {share_of(2, PARTITIONS)(r.key) for r in two if r.key is not None} == {0, 1}  # both processes had keys
 
 
 @pytest.mark.integration
 def test_refused_records_are_counted_across_processes(tansu: str) -> None:
     """Records the client refuses (over the request size) in both processes' shares: each is counted once."""
-    from pipeline.produce_parallel import produce_parallel
+    from pipeline.produce_parallel import produce_parallel, share_of
 
     settings = settings_for(tansu)
     keys = [f"SHP-{i}".encode() for i in range(8)]
-    assert {zlib.crc32(k) % 2 for k in keys} == {0, 1}
+    owner = share_of(2, PARTITIONS)
     records = [(k, b'{"n": %d}' % n) for n in range(100) for k in keys]
     records[5::97] = [(k, b"x" * 1_100_000) for k, _ in records[5::97]]
-    assert {zlib.crc32(k) % 2 for k, _ in records[5::97]} == {0, 1}
+    assert {owner(k) for k, _ in records[5::97]} == {0, 1}
     report = produce_parallel(settings, records, 2, progress=False)
     refused = len(records[5::97])
     assert (report.sent, report.failed, report.unconfirmed) == (len(records) - refused, refused, 0), report
