@@ -54,6 +54,7 @@ class Database:
             raise StoreError(f"cannot open {self.path}: {exc}") from None
         self._write_lock = threading.Lock()
         self._heights: dict[str, int] | None = None  # per log, the highest block recorded (read at the first write)
+        self._offset_keys: set[tuple[str, int]] | None = None  # the partitions consumer_offsets has a row for
         if not read_only:
             self.con.execute(resources.files("pipeline.store").joinpath("schema.sql").read_text())
             self.con.execute(WRITE_SETTINGS)
@@ -104,6 +105,8 @@ class Database:
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
+            finally:
+                self._offset_keys = None  # read again at the next write
             return dropped
 
     def next_leaf_indices(self) -> dict[str, int]:
@@ -138,13 +141,16 @@ class Database:
         if self._heights is None:
             rows = cur.execute("SELECT log_id, max(height) FROM blocks GROUP BY log_id").fetchall()
             self._heights = {log_id: int(h) for log_id, h in rows}
+        if self._offset_keys is None:
+            self._offset_keys = set(self.offsets())
         cur.execute("BEGIN")
         try:
-            result = write_batch(cur, batch, _now(), careful, self._heights)
+            result = write_batch(cur, batch, _now(), careful, self._heights, self._offset_keys)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
             raise
+        self._offset_keys.update(batch.offsets)
         for b in batch.blocks:
             self._heights[b.log_id] = max(self._heights.get(b.log_id, -1), b.height)
         return result

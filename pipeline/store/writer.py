@@ -9,10 +9,11 @@ replayed by a caller that does not filter: the plain INSERT then fails, the
 caller rolls the transaction back and writes the batch again `careful`ly,
 with the conflict handling of every row.
 
-The few rows of the consumer offsets and the blocks go in as the parameters
-of one multi-row VALUES statement instead: registering an Arrow table costs
-DuckDB more (about 3 ms a transaction for the offsets, 1 ms for the blocks)
-than those rows do.
+The few rows of the blocks go in as the parameters of one multi-row VALUES
+statement instead: registering an Arrow table costs DuckDB more than those
+rows do. The consumer offsets of partitions already recorded move by one
+UPDATE (about 2.2 ms a transaction, against 4.3 ms for the upsert); only a
+partition seen for the first time is inserted.
 """
 
 from __future__ import annotations
@@ -74,10 +75,11 @@ class RecordedEventId(Exception):
 
 
 def write_batch(cur: duckdb.DuckDBPyConnection, batch: IngestBatch, now: datetime, careful: bool,
-                heights: dict[str, int]) -> IngestResult:
+                heights: dict[str, int], offset_keys: set[tuple[str, int]]) -> IngestResult:
     """Every row of `batch` and the consumer offsets after it; raises RecordedEventId unless `careful`.
 
     `heights`: per log, the highest block height recorded (a block above it needs no lookup).
+    `offset_keys`: the (topic, partition) pairs consumer_offsets holds a row for.
     `cur` is the transaction's own cursor: what it registers goes with it, so nothing is unregistered.
     """
     result = IngestResult()
@@ -105,8 +107,21 @@ def write_batch(cur: duckdb.DuckDBPyConnection, batch: IngestBatch, now: datetim
     if batch.demand or batch.forecasts:
         _insert_forecasting(cur, batch.demand, batch.forecasts)
     if batch.offsets:
-        _values(cur, "INSERT OR REPLACE INTO consumer_offsets", [(t, p, o) for (t, p), o in batch.offsets.items()])
+        _write_offsets(cur, batch.offsets, offset_keys)
     return result
+
+
+def _write_offsets(cur: duckdb.DuckDBPyConnection, offsets: dict[tuple[str, int], int],
+                   recorded: set[tuple[str, int]]) -> None:
+    """Recorded partitions' offsets by one UPDATE of the (few) rows, new partitions' by an INSERT."""
+    moved = [(f"{t}/{p}", o) for (t, p), o in offsets.items() if (t, p) in recorded]  # no '/' in a topic name
+    if moved:
+        cur.execute("UPDATE consumer_offsets SET next_offset = coalesce("
+                    "list_extract($1, list_position($2, topic || '/' || partition)), next_offset)",
+                    [[o for _, o in moved], [k for k, _ in moved]])
+    new = [(t, p, o) for (t, p), o in offsets.items() if (t, p) not in recorded]
+    if new:
+        _values(cur, "INSERT OR REPLACE INTO consumer_offsets", new)
 
 
 def _staged(cur: duckdb.DuckDBPyConnection, sql: str, columns: dict[str, Any], params: list[Any] | None = None) -> int:

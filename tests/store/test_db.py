@@ -213,6 +213,21 @@ def test_offsets_are_committed_with_their_rows(db: Database) -> None:
     assert db.counts()["events"] == 6
 
 
+def test_offsets_move_in_place_and_new_partitions_are_added(db: Database) -> None:
+    db.ingest(IngestBatch(offsets={("ledger.entries", 0): 3, ("ledger.blocks", 0): 1}))
+    db.ingest(IngestBatch(offsets={("ledger.entries", 0): 5, ("ledger.entries", 1): 2}))
+    assert db.offsets() == {("ledger.entries", 0): 5, ("ledger.entries", 1): 2, ("ledger.blocks", 0): 1}
+    db.switch_broker_cluster("provenance-memory-a")
+    db.switch_broker_cluster("provenance-memory-b")  # drops every offset
+    db.ingest(IngestBatch(offsets={("ledger.entries", 0): 1}))
+    assert db.offsets() == {("ledger.entries", 0): 1}
+    db.close()
+    reopened = Database(db.path)  # a restarted store knows only what the file holds
+    reopened.ingest(IngestBatch(offsets={("ledger.entries", 0): 4, ("ledger.blocks", 0): 2}))
+    assert reopened.offsets() == {("ledger.entries", 0): 4, ("ledger.blocks", 0): 2}
+    reopened.close()
+
+
 def test_lookups(db: Database) -> None:
     rows, headers = ledger(make_events(7, seed=4), [3, 4])
     db.ingest(IngestBatch(entries=rows, blocks=headers[:1]))
