@@ -301,7 +301,15 @@ def latency_run(base: Settings, rate: float, seconds: float, workdir: Path, brok
         os.kill(p.workers[0].pid, signal.SIGKILL)
         p.workers[0].wait()
         time.sleep(1)
-        before = rows(p.url)
+        # On a loaded machine the store may still be writing what the killed worker delivered:
+        # count from a standstill, or those rows would read as the restarted worker's.
+        before, settled = rows(p.url), time.perf_counter() + 10
+        while time.perf_counter() < settled:
+            time.sleep(0.5)
+            now = rows(p.url)
+            if now == before:
+                break
+            before = now
         t = time.perf_counter()
         p.workers[0] = p.start_worker(0)
         while rows(p.url) <= before:
