@@ -70,7 +70,9 @@ class LedgerSettings(_Group):
     """When blocks are cut and checkpoints signed."""
 
     max_events: int = Field(default=500, ge=1, le=100_000)
-    max_age: float = Field(default=1.0, gt=0, description="seconds")
+    max_age: float = Field(default=1.0, gt=0, description="seconds the oldest event waits for its block at most")
+    caught_up_age: float = Field(default=0.2, gt=0, description="seconds the oldest event waits for its block once "
+                                 "the worker has read all the broker has of its partition (sooner than max_age)")
     bundle_size: int = Field(default=256, ge=1, le=4096, description="entries per ledger.entries message")
     checkpoint_interval: float = Field(default=5.0, gt=0, description="seconds")
     key_name: str = "provenance.local/ledger"

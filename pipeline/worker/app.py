@@ -13,7 +13,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -125,14 +125,17 @@ class _BlockReader:
 class _Dispatcher:
     """The transport's batch handler: each partition's records to the sequencer of its topic."""
 
-    def __init__(self, sequencers: dict[str, LedgerSequencer]) -> None:
+    def __init__(self, sequencers: dict[str, LedgerSequencer], highwater: Callable[[Any], int | None]) -> None:
         self.sequencers = sequencers
         self.topics = frozenset(sequencers)
+        self.highwater = highwater  # a partition's end offset, from the consumer's last fetch of it
 
     async def handle_poll(self, polled: Mapping[Any, Sequence[Any]], generation: int) -> None:
         for tp, records in polled.items():
             if records:
-                await self.sequencers[tp.topic].handle_partition(tp.partition, records, generation)
+                end = self.highwater(tp)
+                caught_up = end is not None and records[-1].offset + 1 >= end
+                await self.sequencers[tp.topic].handle_partition(tp.partition, records, generation, caught_up)
 
     def on_fatal(self, exc: BaseException) -> None:
         fatal.crash("the ledger batch path", exc)
@@ -196,6 +199,7 @@ def build_app(settings: Settings, cluster_id: str | None = None, vouched: Mappin
             load_block=reader,
             max_events=settings.ledger.max_events,
             max_age=settings.ledger.max_age,
+            caught_up_age=settings.ledger.caught_up_age,
             bundle_size=settings.ledger.bundle_size,
             accept=accept,
             ledger_partition_base=topics.ledger_partition(topic, 0),
@@ -207,10 +211,11 @@ def build_app(settings: Settings, cluster_id: str | None = None, vouched: Mappin
         )
     app.sequencer = sequencers[topics.name(topics.events)]  # type: ignore[attr-defined]
     app.sequencers = sequencers  # type: ignore[attr-defined]
-    transport.attach(app, _Dispatcher(sequencers), fetch_wait=w.fetch_wait)
+    transport.attach(app, _Dispatcher(sequencers, lambda tp: app.consumer.highwater(tp)), fetch_wait=w.fetch_wait)
 
     async def seal_forever() -> None:
-        async for _ in app.itertimer(min(settings.ledger.max_age / 4, 0.5), name="seal_due"):
+        async for _ in app.itertimer(min(settings.ledger.max_age / 4, settings.ledger.caught_up_age / 2, 0.5),
+                                     name="seal_due"):
             for sequencer in sequencers.values():
                 await sequencer.seal_due()
 

@@ -65,6 +65,7 @@ class _Partition:
     delivered_through: int = -1  # highest offset the committed offset may pass (delivered blocks, dead letters)
     held: list[Awaitable[Any]] = field(default_factory=list)  # dead letters waiting for the next block
     first_timestamp: float | None = None  # Kafka time (s) of the first pending record, for metrics
+    caught_up: bool = False  # the last poll held every record the broker had for the partition
 
 
 def _seconds(record: Record) -> float | None:
@@ -93,6 +94,7 @@ class LedgerSequencer:
         max_events: int,
         max_age: float,
         bundle_size: int,
+        caught_up_age: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         max_in_flight: int = 8,
         on_fatal: Callable[[], None] | None = None,
@@ -103,7 +105,11 @@ class LedgerSequencer:
         cluster_id: str | None = None,
     ) -> None:
         """`accept` turns one record into its leaves; log `<source_topic>/p` is published to
-        partition `ledger_partition_base + p` of the entries and blocks topics (its commit point)."""
+        partition `ledger_partition_base + p` of the entries and blocks topics (its commit point).
+
+        A block is cut at `max_events`; once its oldest event is `max_age` old; and, when the
+        worker has read every record the broker had for the partition (no more can come with
+        this poll), once its oldest event is `caught_up_age` old (None: max_age)."""
         self.source_topic = source_topic
         self.topics = frozenset({source_topic})
         self.entries_topic = entries_topic
@@ -114,6 +120,7 @@ class LedgerSequencer:
         self.load_block = load_block
         self.max_events = max_events
         self.max_age = max_age
+        self.caught_up_age = max_age if caught_up_age is None else caught_up_age
         self.bundle_size = bundle_size
         self.clock = clock
         self.max_in_flight = max_in_flight
@@ -185,7 +192,9 @@ class LedgerSequencer:
         for p, batch in by_partition.items():
             await self.handle_partition(p, batch, generation)
 
-    async def handle_partition(self, p: int, batch: Sequence[Record], generation: int | None = None) -> None:
+    async def handle_partition(self, p: int, batch: Sequence[Record], generation: int | None = None,
+                               caught_up: bool = False) -> None:
+        """One poll's records of partition p; `caught_up`: the poll held all the broker had for it."""
         if p in self.revoked:
             return  # fetched before revocation: the new owner reads them from the committed offset
         state = await self.partition(p)
@@ -199,6 +208,9 @@ class LedgerSequencer:
             c = self.counters
             before = (c.accepted, c.rejected, c.replayed)
             await self._handle_partition(p, state, batch)
+            state.caught_up = caught_up
+            if self._due(state, self.clock()):
+                await self._seal(p, state)
             last = batch[-1]
             metrics.worker_batch(self.source_topic, p, len(batch), c.accepted - before[0],
                                  c.rejected - before[1], c.replayed - before[2], last.offset, _seconds(last))
@@ -340,11 +352,18 @@ class LedgerSequencer:
         while state.publishing:
             await state.publishing.popleft()
 
+    def _due(self, state: _Partition, now: float) -> bool:
+        """Whether the pending events are old enough for their block: max_age, or caught_up_age when caught up."""
+        if state.pending_since is None:
+            return False
+        age = now - state.pending_since
+        return age >= self.max_age or (state.caught_up and age >= self.caught_up_age)
+
     async def seal_due(self) -> None:
-        """Seal every partition whose oldest pending event is older than max_age (timer)."""
+        """Seal every partition whose pending events are old enough (timer): see `_due`."""
         now = self.clock()
         for p, state in list(self.partitions.items()):
-            if state.pending_since is not None and now - state.pending_since >= self.max_age:
+            if self._due(state, now):
                 async with state.lock:
                     if self.partitions.get(p) is state:
                         await self._seal(p, state)

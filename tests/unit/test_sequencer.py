@@ -548,6 +548,34 @@ def test_revoke_during_load_publishes_nothing() -> None:
     run(scenario)
 
 
+def test_a_caught_up_partition_is_sealed_at_caught_up_age() -> None:
+    async def scenario() -> None:
+        now = [100.0]
+        broker = Broker()
+        seq = sequencer(broker, max_events=1000, max_age=5.0, caught_up_age=0.1, clock=lambda: now[0])
+        await seq.handle_partition(0, records(broker, event_values(2)), caught_up=False)
+        now[0] = 100.2
+        await seq.seal_due()  # past caught_up_age, but more records were waiting on the broker
+        await settle()
+        assert broker.on(BLOCKS) == []
+        await seq.handle_partition(0, records(broker, event_values(3)[2:], first_offset=2), caught_up=True)
+        await settle()
+        assert [b.header.tree_size for b in broker.blocks()] == [3]  # cut at the end of the poll
+        now[0] = 101.0
+        await seq.handle_partition(0, records(broker, event_values(4)[3:], first_offset=3), caught_up=True)
+        now[0] = 101.05
+        await seq.seal_due()
+        await settle()
+        assert len(broker.on(BLOCKS)) == 1  # younger than caught_up_age
+        now[0] = 101.2
+        await seq.seal_due()
+        await settle()
+        assert [b.header.tree_size for b in broker.blocks()] == [3, 4]
+        assert broker.acked() == [0, 1, 2, 3]
+        assert broker.violations == []
+    run(scenario)
+
+
 def test_seal_due_seals_after_max_age() -> None:
     async def scenario() -> None:
         now = [100.0]
