@@ -26,32 +26,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import resource
 import signal
 import statistics
 import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from ingest_procs import Pipeline, child_env, cpu_seconds, health, own_cpu, prefixed, rows, rss_mib, startup_cpu
 from latency_parts import CommitWatch, block_times, measure, produce_times, report
-from pipeline.broker import EmbeddedBroker, create_topics, free_port
+from pipeline.broker import EmbeddedBroker
 from pipeline.core.simulator import Fleet
 from pipeline.procs import spawn, stop
 from pipeline.produce_parallel import produce_parallel
 from pipeline.producer import produce_records
 from pipeline.settings import Settings
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
 
 def records(seed: int, n: int | None) -> Any:
     fleet = Fleet(seed, datetime(2026, 1, 5, tzinfo=timezone.utc))
@@ -69,24 +64,6 @@ def preload(settings: Settings, n: int, seed: int = 3) -> tuple[float, float]:
     report = produce_parallel(settings, batch, PRODUCE_PROCESSES, rate=None, count=n, progress=False)
     assert report.sent == n, report
     return n / (time.perf_counter() - t), own_cpu() - cpu
-
-
-def own_cpu() -> float:
-    """CPU seconds of this process and of its children that have exited (producer processes)."""
-    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _TICK
-
-
-def rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 async def raw_consume(settings: Settings, n: int) -> float:
@@ -110,15 +87,6 @@ async def raw_consume(settings: Settings, n: int) -> float:
         await c.stop()
 
 
-def child_env(settings: Settings, workdir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PROVENANCE_")}
-    env.update(PROVENANCE_KAFKA=settings.kafka, PROVENANCE_DATA_DIR=str(workdir),
-               PROVENANCE_STORE__PORT=str(settings.store.port), PROVENANCE_TOPICS__PREFIX=settings.topics.prefix,
-               PROVENANCE_TOPICS__PARTITIONS=str(settings.topics.partitions),
-               PROVENANCE_METRICS__WORKER_PORT="0")
-    return env
-
-
 def faust_noop(settings: Settings, n: int, workdir: Path) -> float:
     """The same records through a faust worker that does nothing but ack: the framework's ceiling."""
     out = workdir / "faust-noop.result"
@@ -136,107 +104,6 @@ def faust_noop(settings: Settings, n: int, workdir: Path) -> float:
         raise SystemExit(f"the faust no-op worker did not finish; see {out}")
     finally:
         stop(proc, signal.SIGTERM, 20)
-
-
-def rows(url: str) -> int:
-    with urllib.request.urlopen(f"{url}/health", timeout=10) as r:
-        t = json.loads(r.read())["tables"]
-    return int(t["events"] + t["dead_letters"])
-
-
-class Pipeline:
-    """Workers and a store as real processes, on one topic prefix and data folder."""
-
-    def __init__(self, settings: Settings, workdir: Path, workers: int, broker_pid: int | None = None) -> None:
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.settings, self.workdir, self.n_workers = settings, workdir, workers
-        self.broker_pid = broker_pid  # the embedded broker's CPU is counted with the pipeline's
-        self.env = child_env(settings, workdir)
-        self.url = f"http://127.0.0.1:{settings.store.port}"
-        self.workers: list[Any] = []
-        self.store: Any = None
-        self.rss: list[float] = []
-        self.cpu0: dict[str, float] = {}
-        self.whole: dict[str, float] = {}
-        self.cpu_end: dict[str, float] = {}
-
-    def start_worker(self, i: int) -> Any:
-        # Dynamic membership, the default: on the embedded broker a static member waits a fixed 6 s to rejoin.
-        return spawn([sys.executable, "-m", "pipeline.cli", "worker"], self.env, self.workdir / f"worker-{i}.log")
-
-    def start(self) -> None:
-        self.workers = [self.start_worker(i) for i in range(self.n_workers)]
-        self.store = spawn([sys.executable, "-m", "pipeline.cli", "serve"], self.env, self.workdir / "store.log")
-
-    def cpu(self) -> dict[str, float]:
-        out = {f"worker-{i}": cpu_seconds(w.pid) for i, w in enumerate(self.workers) if w.poll() is None}
-        if self.store is not None and self.store.poll() is None:
-            out["store"] = cpu_seconds(self.store.pid)
-        if self.broker_pid is not None:
-            out["broker"] = cpu_seconds(self.broker_pid)
-        return out
-
-    def drain(self, n: int, timeout: float = 900) -> tuple[float, float, dict[str, float]]:
-        """Until n rows are queryable: (rate first → last row, start-up seconds, CPU s/event per process).
-
-        CPU per event counts from the first queryable row, so work done before it (the worker
-        drains while the store starts) is left out; `whole` in the result counts all of it.
-        """
-        t0 = time.perf_counter()
-        first = None
-        first_rows = 0
-        cpu_at_first: dict[str, float] = {}
-        last_rss = 0.0
-        while True:
-            time.sleep(0.25)
-            try:
-                count = rows(self.url)
-            except OSError:
-                continue
-            now = time.perf_counter()
-            if first is None and count > 0:
-                first, first_rows, cpu_at_first = now, count, self.cpu()
-            if now - last_rss > 2 and self.workers:
-                self.rss.append(rss_mib(self.workers[0].pid))
-                last_rss = now
-            if count >= n:
-                assert first is not None
-                cpu = self.cpu()
-                per_event = {k: (cpu[k] - cpu_at_first.get(k, 0.0)) / max(count - first_rows, 1)
-                             for k in cpu}
-                self.cpu_end = cpu
-                # start-up included (not the broker's: it served the pre-load and earlier runs too)
-                self.whole = {k: v / max(count, 1) for k, v in cpu.items() if k != "broker"}
-                return (count - first_rows) / max(now - first, 1e-9), first - t0, per_event
-            if now - t0 > timeout:
-                raise SystemExit(f"pipeline stalled at {count} of {n}; see {self.workdir}")
-
-    def stop(self) -> None:
-        for w in self.workers:
-            stop(w, signal.SIGTERM, 20)
-        stop(self.store, signal.SIGTERM, 30)
-
-
-def prefixed(base: Settings, prefix: str) -> Settings:
-    s = base.with_overrides(topics={**base.topics.model_dump(), "prefix": prefix}, store__port=free_port())
-    create_topics(s)
-    return s
-
-
-def startup_cpu(base: Settings, workdir: Path) -> dict[str, float]:
-    """CPU seconds a worker and a store spend starting on empty topics until both idle."""
-    p = Pipeline(prefixed(base, "idle."), workdir / "idle", 1)
-    p.start()
-    try:
-        last, quiet = p.cpu(), 0
-        while quiet < 3:  # three seconds in a row with hardly any CPU: both wait for events
-            time.sleep(1)
-            now = p.cpu()
-            quiet = quiet + 1 if all(now[k] - last.get(k, 0.0) < 0.02 for k in now) else 0
-            last = now
-        return {"worker": last["worker-0"], "store": last["store"]}
-    finally:
-        p.stop()
 
 
 def drain_run(base: Settings, n: int, workdir: Path, workers: int, broker_pid: int,
@@ -280,12 +147,13 @@ def latency_run(base: Settings, rate: float, seconds: float, workdir: Path, brok
         n = int(rate * seconds)
         steady = list(records(12, n))
         steady_ids = {orjson.loads(v)["event_id"] for _, v in steady}
-        cpu, producer = p.cpu(), own_cpu()
+        cpu, producer, ingest = p.cpu(), own_cpu(), health(p.url)["ingest"]
         with CommitWatch(p.url) as watch:
             report = produce_records(settings, steady, rate=rate, count=n, progress=False)
             out["achieved_rate"] = report.rate
             p.drain(2000 + n, timeout=600)
         out["cpu"] = {"producer": (own_cpu() - producer) / n} | {k: (v - cpu[k]) / n for k, v in p.cpu().items()}
+        out["ingest"] = {k: health(p.url)["ingest"][k] - ingest[k] for k in ("polls", "blocks")}
 
         # restart after kill -9, under a steady 2 k/s load
         stopping = threading.Event()
@@ -406,7 +274,9 @@ def latency(base: Settings, rate: float, seconds: float, work: Path, broker_pid:
     say("where it goes (\"total\" to the count that first shows the event's transaction, within 50 ms):")
     for line in report(lat["parts"]):
         say(line)
-    say("CPU µs/event at that rate (the producer's includes the bench's commit watch): "
+    say(f"{lat['ingest']['blocks']:,} blocks in {lat['ingest']['polls']:,} store transactions")
+    say("CPU µs/event at that rate (the store's includes answering the count every 50 ms, about 5 % of a core; "
+        "the producer's is the bench process's): "
         + ", ".join(f"{k} {v * 1e6:.1f}" for k, v in lat["cpu"].items()))
     say(f"kill -9 → restarted worker's first new rows queryable: {lat['restart']:.1f} s (dynamic membership)")
 
