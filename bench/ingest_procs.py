@@ -140,11 +140,12 @@ def startup_cpu(base: Settings, workdir: Path) -> dict[str, float]:
     p = Pipeline(prefixed(base, "idle."), workdir / "idle", 1)
     p.start()
     try:
-        last, quiet = p.cpu(), 0
-        while quiet < 3:  # three seconds in a row with hardly any CPU: both wait for events
+        last, quiet, deadline = p.cpu(), 0, time.perf_counter() + 120
+        # Three seconds in a row under 5 % of a core each (idle polling costs 1-3 %): both wait for events.
+        while quiet < 3 and time.perf_counter() < deadline:
             time.sleep(1)
             now = p.cpu()
-            quiet = quiet + 1 if all(now[k] - last.get(k, 0.0) < 0.02 for k in now) else 0
+            quiet = quiet + 1 if all(now[k] - last.get(k, 0.0) < 0.05 for k in now) else 0
             last = now
         return {"worker": last["worker-0"], "store": last["store"]}
     finally:
