@@ -146,8 +146,8 @@ def serve(port: int | None, host: str | None) -> None:
               help="Simulator: start DAYS in the past and send those days unpaced before pacing at --rate (history "
                    "for the demand forecasts, through the ledger like every event).")
 @click.option("--processes", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Sender processes, each owning a share of the shipments (same records, partitions and per-shipment "
-                   "order as one).")
+              help="Sender processes, each owning the shipments of whole partitions (best a divisor of the partition "
+                   "count): the same records, partitions and per-shipment order as one process.")
 def produce(file_: Path | None, simulate: bool, rate: float | None, count: int | None, seed: int,
             malformed: float | None, quiet: bool, anomalies: bool, backfill: float, processes: int) -> None:
     """Send events to Kafka, from a JSONL file (ShipmentEvents, or EPCIS: a document or NDJSON events) or the
