@@ -147,11 +147,20 @@ def latency_run(base: Settings, rate: float, seconds: float, workdir: Path, brok
         n = int(rate * seconds)
         steady = list(records(12, n))
         steady_ids = {orjson.loads(v)["event_id"] for _, v in steady}
+        tap = workdir / "arrivals.txt"  # when each source record was first fetchable, from another process
+        tail = spawn([sys.executable, str(Path(__file__).with_name("arrivals.py")), settings.kafka,
+                      settings.topics.name(settings.topics.events), str(tap)])
+        while not tap.with_name(tap.name + ".ready").exists() and tail.poll() is None:
+            time.sleep(0.1)
         cpu, producer, ingest = p.cpu(), own_cpu(), health(p.url)["ingest"]
         with CommitWatch(p.url) as watch:
             report = produce_records(settings, steady, rate=rate, count=n, progress=False)
             out["achieved_rate"] = report.rate
             p.drain(2000 + n, timeout=600)
+        tap.with_name(tap.name + ".stop").touch()
+        tail.wait(60)
+        out["fetchable"] = {(int(part), int(offset)): float(t)
+                            for part, offset, t in (line.split() for line in tap.read_text().splitlines())}
         out["cpu"] = {"producer": (own_cpu() - producer) / n} | {k: (v - cpu[k]) / n for k, v in p.cpu().items()}
         out["ingest"] = {k: health(p.url)["ingest"][k] - ingest[k] for k in ("polls", "blocks")}
 
@@ -200,7 +209,7 @@ def latency_run(base: Settings, rate: float, seconds: float, workdir: Path, brok
     out["latency"] = sorted((recorded[e] - ts) / 1000 for e, (ts, _, _) in produced.items()
                             if e in recorded and e in steady_ids)
     sent = asyncio.run(block_times(settings.kafka, settings.topics.name(settings.topics.blocks)))
-    out["parts"] = measure(db, produced, sent, watch, steady_ids)
+    out["parts"] = measure(db, produced, sent, watch, steady_ids, out.pop("fetchable"))
     return out
 
 

@@ -3,6 +3,7 @@
 Every time is read from one clock (one machine), from what the pipeline leaves behind:
 
 - produced: the source record's Kafka timestamp (the producer stamps it at `send`);
+- fetchable: when a consumer process of the bench's own first fetched it (bench/arrivals.py);
 - cut: the block's `created_at` (the worker stamps it when it seals the block);
 - sent: the Kafka timestamp of the block's `ledger.blocks` record (the worker sends a
   block once its entries and the block before it are confirmed);
@@ -11,7 +12,8 @@ Every time is read from one clock (one machine), from what the pipeline leaves b
   (`CommitWatch`, every 50 ms: an upper bound, at most one interval late).
 
 So an event's latency is the sum of: waiting for the later records of its block, the last
-record of its block reaching the worker until the cut (broker fetch, poll, validation),
+record of its block reaching the broker (the producer's batching), the worker fetching it
+until the cut (fetch, poll, validation),
 cut → sent, sent → written (the broker's confirmation, the store's poll and any write ahead
 of it), and the write itself.
 """
@@ -28,7 +30,7 @@ from typing import Any
 
 import orjson
 
-STAGES = ("rest of its block produced", "last record of the block → cut", "cut → block sent",
+STAGES = ("rest of its block produced", "last record → fetchable", "fetchable → block cut", "cut → block sent",
           "block sent → store write begins", "store write → queryable")
 
 
@@ -72,11 +74,13 @@ class CommitWatch:
 
 
 def measure(db_path: Path, produced: dict[str, tuple[int, int, int]], block_sent: dict[tuple[str, int], int],
-            watch: CommitWatch, ids: set[str]) -> dict[str, list[float]]:
+            watch: CommitWatch, ids: set[str], fetchable: dict[tuple[int, int], float]) -> dict[str, list[float]]:
     """Per stage (and "total"), the seconds each event of `ids` spent in it.
 
     `produced`: event_id → (Kafka timestamp ms, partition, offset) of its source record;
-    `block_sent`: (log_id, height) → Kafka timestamp (ms) of the block's `ledger.blocks` record.
+    `block_sent`: (log_id, height) → Kafka timestamp (ms) of the block's `ledger.blocks` record;
+    `fetchable`: (partition, offset) → when a consumer of its own first fetched the source record
+    (bench/arrivals.py: the producer's batching and the broker's append, apart from the worker).
     """
     import duckdb
 
@@ -101,11 +105,12 @@ def measure(db_path: Path, produced: dict[str, tuple[int, int, int]], block_sent
             continue
         sent = block_sent.get((log_id, height))
         last = by_offset.get((partition, last_offset))
+        arrived = fetchable.get((partition, last_offset))
         seen = watch.queryable_at(through[written])
-        if sent is None or last is None or seen is None:
+        if sent is None or last is None or seen is None or arrived is None:
             continue
         start = produced[event_id][0]
-        marks = (start, last, cut, sent, written, seen * 1000)
+        marks = (start, last, arrived * 1000, cut, sent, written, seen * 1000)
         for stage, a, b in zip(STAGES, marks, marks[1:]):
             out[stage].append((b - a) / 1000)
         out["total"].append(seen - start / 1000)
