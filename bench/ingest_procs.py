@@ -119,7 +119,9 @@ class Pipeline:
                 self.cpu_end = cpu
                 # start-up included (not the broker's: it served the pre-load and earlier runs too)
                 self.whole = {k: v / max(count, 1) for k, v in cpu.items() if k != "broker"}
-                return (count - first_rows) / max(now - first, 1e-9), first - t0, per_event
+                # All rows in the first look (a tiny run): no rate to measure.
+                rate = (count - first_rows) / (now - first) if count > first_rows else float("nan")
+                return rate, first - t0, per_event
             if now - t0 > timeout:
                 raise SystemExit(f"pipeline stalled at {count} of {n}; see {self.workdir}")
 
