@@ -1,32 +1,40 @@
-"""The plain ShipmentEvent: a well-formed event object built without pydantic's validators.
+"""The plain ShipmentEvent: a well-formed event checked and built without pydantic's validators.
 
-`plain_event(obj)` returns exactly the ShipmentEvent `ShipmentEvent.model_validate(obj)`
-returns (the same values, types, time zones and fields set, nested models
-included) when every field has its plain form, and None for anything else, which
-then goes to pydantic: refusals and their messages stay pydantic's alone. A
-differential test holds the two to each other on valid and hostile objects.
+`plain_facts(obj)` says whether `ShipmentEvent.model_validate(obj)` takes the object
+as it is, every field in its plain form, and returns what a ledger entry needs
+of it (ids, type and the event time in UTC); None for anything else, which then
+goes to pydantic: refusals and their messages stay pydantic's alone.
+`plain_event(obj)` builds, for an object `plain_facts` vouches for, exactly the
+ShipmentEvent pydantic returns (the same values, types, time zones and fields
+set, nested models included). A differential test holds both to pydantic on
+valid and hostile objects.
 
 Why: on the worker's hot path pydantic's validation was the largest stage; the
-checks a well-formed event needs are a handful of type and length tests.
-Parsed times are kept in a small bounded cache: many events share a second or
-a promised delivery time, and datetimes are immutable.
+checks a well-formed event needs are a handful of type and length tests, and
+the worker never needs the model, only the facts. Times are checked and turned
+to UTC a minute at a time: the date, hour, minute and offset are parsed once
+per minute and offset (a small bounded cache), the seconds are a dictionary's.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from pydantic_core import TzInfo
 
 from pipeline.schema import EventType, Item, Location, Mode, ShipmentEvent
 
-# What the schema's RFC 3339 check and pydantic's parser both accept, narrowed to the form
-# whose parse by `datetime.fromisoformat` is the same instant, fraction and offset.
-_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]{1,6})?"
-                   r"(?:Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])")
-_TIMES_KEPT = 4096
+# The times taken here are `YYYY-MM-DDThh:mm:ss[.ffffff](Z|±hh:mm)`, what the schema's RFC 3339
+# check and pydantic's parser both accept, narrowed to the form `datetime.fromisoformat` parses
+# to the same instant, fraction and offset; years 1 and 9999 are left to pydantic (the UTC range).
+_MINUTE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}")
+_ZONE = re.compile(r"Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]")
+_FRACTION = re.compile(r":[0-5][0-9]\.([0-9]{1,6})")
+_SECONDS = {f":{s:02d}": f":{s:02d}" for s in range(60)}
+_KEPT = 4096
+_minutes: dict[str, str] = {}  # minute + offset -> the minute in UTC ("" for a refused one)
 _times: dict[str, datetime] = {}
 _zones: dict[str, TzInfo] = {"Z": TzInfo(0)}
 
@@ -41,97 +49,88 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def _built(cls: type[Any], values: dict[str, Any], fields_set: set[str]) -> Any:
-    """A model instance holding checked values, in the four slots pydantic's validation fills."""
-    model = _new(cls)
-    _set(model, "__dict__", values)
-    _set(model, "__pydantic_fields_set__", fields_set)
-    _set(model, "__pydantic_extra__", None)
-    _set(model, "__pydantic_private__", None)
-    return model
+def _utc_minute(minute: str, zone: str) -> str:
+    """`YYYY-MM-DDThh:mm` at offset `zone` as the same minute in UTC; "" when it is no valid time."""
+    utc = ""
+    if _MINUTE.fullmatch(minute) and _ZONE.fullmatch(zone) and minute[:4] not in ("0001", "9999"):
+        try:  # February 30th and the like: pydantic says why
+            local = datetime.fromisoformat(f"{minute}:00{zone}")
+        except ValueError:
+            pass
+        else:
+            utc = local.astimezone(timezone.utc).isoformat()[:16]
+    if len(_minutes) >= _KEPT:
+        _minutes.clear()
+    _minutes[minute + zone] = utc
+    return utc
 
 
-def _time(value: Any) -> datetime | None:
-    """`YYYY-MM-DDThh:mm:ss[.ffffff](Z|±hh:mm)` as pydantic parses it (a TzInfo offset), else None."""
-    if type(value) is not str:
+def utc_time(value: Any) -> str | None:
+    """A plain time (see above) as RFC 3339 in UTC, the way `datetime.isoformat` writes it; else None.
+
+    >>> utc_time("2026-01-01T00:30:05.25+01:00"), utc_time("2026-02-30T00:00:00Z")
+    ('2025-12-31T23:30:05.250000Z', None)
+    """
+    if type(value) is not str or len(value) < 20:
         return None
-    parsed = _times.get(value)
-    if parsed is not None:
-        return parsed
-    if not _TIME.fullmatch(value):
-        return None
-    try:
-        local = datetime.fromisoformat(value)
-    except ValueError:  # February 30th and the like: pydantic says why
-        return None
-    suffix = "Z" if value[-1] == "Z" else value[-6:]
-    zone = _zones.get(suffix)
-    if zone is None:
-        zone = _zones[suffix] = TzInfo(int(local.utcoffset().total_seconds()))  # type: ignore[union-attr]
-    parsed = local.replace(tzinfo=zone)
-    if len(_times) >= _TIMES_KEPT:
-        _times.clear()
-    _times[value] = parsed
-    return parsed
+    cut = len(value) - (1 if value[-1] == "Z" else 6)
+    rest = value[16:cut]
+    seconds = _SECONDS.get(rest)
+    if seconds is None:
+        fraction = _FRACTION.fullmatch(rest)
+        if fraction is None:
+            return None
+        digits = fraction[1].ljust(6, "0")  # microseconds; isoformat writes none when they are 0
+        seconds = rest[:3] if digits == "000000" else f"{rest[:3]}.{digits}"
+    minute, zone = value[:16], value[cut:]
+    utc = _minutes.get(minute + zone)
+    if utc is None:
+        utc = _utc_minute(minute, zone)
+    return f"{utc}{seconds}Z" if utc else None
 
 
-_REFUSED = object()
+def _coordinate(value: Any, bound: float) -> bool:
+    return value is None or (type(value) in (float, int) and -bound <= value <= bound)
 
 
-def _coordinate(value: Any, bound: float) -> Any:
-    """A latitude or longitude as pydantic keeps it (an int becomes a float); `_REFUSED` outside ±bound."""
-    if value is None:
-        return None
-    if type(value) is int:
-        value = float(value)
-    elif type(value) is not float:
-        return _REFUSED
-    return value if -bound <= value <= bound else _REFUSED
-
-
-def _location(value: Any) -> Location | None:
+def _location(value: Any) -> bool:
     if type(value) is not dict or not value.keys() <= _LOCATION_FIELDS:
-        return None
-    site, lat, lon = value.get("site_id"), value.get("lat"), value.get("lon")
+        return False
+    site = value.get("site_id")
     if site is not None and not (type(site) is str and 0 < len(site) <= 256):
-        return None
-    lat, lon = _coordinate(lat, 90.0), _coordinate(lon, 180.0)
-    if lat is _REFUSED or lon is _REFUSED:
-        return None
-    return _built(Location, {"site_id": site, "lat": lat, "lon": lon}, set(value))  # type: ignore[no-any-return]
+        return False
+    return _coordinate(value.get("lat"), 90.0) and _coordinate(value.get("lon"), 180.0)
 
 
-def _items(value: Any) -> list[Item] | None:
+def _items(value: Any) -> bool:
     if type(value) is not list:
-        return None
-    items = []
+        return False
     for item in value:
         if type(item) is not dict or item.keys() != _ITEM_FIELDS:
-            return None
+            return False
         sku, quantity = item["sku"], item["quantity"]
         if not (type(sku) is str and 0 < len(sku) <= 256) or type(quantity) is not int or quantity <= 0:
-            return None
-        items.append(_built(Item, {"sku": sku, "quantity": quantity}, {"sku", "quantity"}))
-    return items
+            return False
+    return True
 
 
-def _attributes(value: Any) -> dict[str, Any] | None:
+def _attributes(value: Any) -> bool:
     if type(value) is not dict:
-        return None
+        return False
     for key in value:
         if type(key) is not str:
-            return None
-    return dict(value)
+            return False
+    return True
 
 
-def plain_event(obj: dict[str, Any]) -> ShipmentEvent | None:  # noqa: C901 - one check per field
-    """The ShipmentEvent pydantic would build from a plain, well-formed object; None for anything else.
+def plain_facts(obj: dict[str, Any]) -> tuple[str, str, str, str] | None:  # noqa: C901 - one check per field
+    """(event_id, shipment_id, event_type, event time in UTC) of an object pydantic takes as it is; else None.
 
-    >>> plain_event({"event_id": "e1", "shipment_id": "s1", "event_type": "created",
-    ...     "event_time": "2026-01-01T00:00:00Z", "origin": "A", "destination": "B",
-    ...     "carrier": "C", "mode": "road"}).event_time
-    datetime.datetime(2026, 1, 1, 0, 0, tzinfo=TzInfo(0))
-    >>> plain_event({"event_id": ""}) is None
+    >>> plain_facts({"event_id": "e1", "shipment_id": "s1", "event_type": "created",
+    ...     "event_time": "2026-01-01T00:30:00+01:00", "origin": "A", "destination": "B",
+    ...     "carrier": "C", "mode": "road"})
+    ('e1', 's1', 'created', '2025-12-31T23:30:00Z')
+    >>> plain_facts({"event_id": ""}) is None
     True
     """
     keys = obj.keys()
@@ -145,26 +144,83 @@ def plain_event(obj: dict[str, Any]) -> ShipmentEvent | None:  # noqa: C901 - on
             and type(carrier) is str and 0 < len(carrier) <= 256):
         return None
     event_type, mode = obj["event_type"], obj["mode"]
-    event_type = _EVENT_TYPES.get(event_type) if type(event_type) is str else None
-    mode = _MODES.get(mode) if type(mode) is str else None
-    event_time = _time(obj["event_time"])
-    if event_type is None or mode is None or event_time is None:
+    if type(event_type) is not str or event_type not in _EVENT_TYPES or type(mode) is not str or mode not in _MODES:
+        return None
+    event_time = utc_time(obj["event_time"])
+    if event_time is None:
         return None
     location, planned, items, attributes = (
         obj.get("location"), obj.get("planned_delivery"), obj.get("items"), obj.get("attributes"))
-    if location is not None and (location := _location(location)) is None:
+    if location is not None and not _location(location):
         return None
-    if planned is not None and (planned := _time(planned)) is None:
+    if planned is not None and utc_time(planned) is None:
         return None
-    if items is not None and (items := _items(items)) is None:
+    if items is not None and not _items(items):
         return None
-    if attributes is not None and (attributes := _attributes(attributes)) is None:
+    if attributes is not None and not _attributes(attributes):
         return None
     version = obj.get("schema_version", 1)
     if type(version) is not int or version != 1:
         return None
+    return event_id, shipment, event_type, event_time
+
+
+def _built(cls: type[Any], values: dict[str, Any], fields_set: set[str]) -> Any:
+    """A model instance holding checked values, in the four slots pydantic's validation fills."""
+    model = _new(cls)
+    _set(model, "__dict__", values)
+    _set(model, "__pydantic_fields_set__", fields_set)
+    _set(model, "__pydantic_extra__", None)
+    _set(model, "__pydantic_private__", None)
+    return model
+
+
+def _time(value: str) -> datetime:
+    """A time `utc_time` took, as pydantic parses it (a TzInfo offset)."""
+    parsed = _times.get(value)
+    if parsed is None:
+        local = datetime.fromisoformat(value)
+        suffix = "Z" if value[-1] == "Z" else value[-6:]
+        zone = _zones.get(suffix)
+        if zone is None:
+            zone = _zones[suffix] = TzInfo(int(local.utcoffset().total_seconds()))  # type: ignore[union-attr]
+        parsed = local.replace(tzinfo=zone)
+        if len(_times) >= _KEPT:
+            _times.clear()
+        _times[value] = parsed
+    return parsed
+
+
+def _float(value: Any) -> float | None:
+    """A coordinate as pydantic keeps it: an int becomes a float."""
+    return float(value) if type(value) is int else value
+
+
+def plain_event(obj: dict[str, Any]) -> ShipmentEvent | None:
+    """The ShipmentEvent pydantic would build from a plain, well-formed object; None for anything else.
+
+    >>> plain_event({"event_id": "e1", "shipment_id": "s1", "event_type": "created",
+    ...     "event_time": "2026-01-01T00:00:00Z", "origin": "A", "destination": "B",
+    ...     "carrier": "C", "mode": "road"}).event_time
+    datetime.datetime(2026, 1, 1, 0, 0, tzinfo=TzInfo(0))
+    >>> plain_event({"event_id": ""}) is None
+    True
+    """
+    if plain_facts(obj) is None:
+        return None
+    location, planned, items = obj.get("location"), obj.get("planned_delivery"), obj.get("items")
+    if location is not None:
+        location = _built(Location, {"site_id": location.get("site_id"), "lat": _float(location.get("lat")),
+                                     "lon": _float(location.get("lon"))}, set(location))
+    if items is not None:
+        items = [_built(Item, {"sku": item["sku"], "quantity": item["quantity"]}, {"sku", "quantity"})
+                 for item in items]
+    attributes = obj.get("attributes")
     return _built(ShipmentEvent, {  # type: ignore[no-any-return]
-        "event_id": event_id, "shipment_id": shipment, "event_type": event_type, "event_time": event_time,
-        "origin": origin, "destination": destination, "carrier": carrier, "mode": mode, "location": location,
-        "planned_delivery": planned, "items": items, "attributes": attributes, "schema_version": 1,
-    }, set(keys))
+        "event_id": obj["event_id"], "shipment_id": obj["shipment_id"],
+        "event_type": _EVENT_TYPES[obj["event_type"]], "event_time": _time(obj["event_time"]),
+        "origin": obj["origin"], "destination": obj["destination"], "carrier": obj["carrier"],
+        "mode": _MODES[obj["mode"]], "location": location,
+        "planned_delivery": None if planned is None else _time(planned), "items": items,
+        "attributes": None if attributes is None else dict(attributes), "schema_version": 1,
+    }, set(obj))

@@ -6,24 +6,30 @@ for anything else, so the caller takes the strict path. Refusals, and their
 reasons, therefore stay the strict path's alone; this path only ever accepts
 what the strict path accepts, with the same value and the same bytes.
 
-The proof, on the record's bytes and on orjson's writing of the value:
+The proof, on the record's bytes, its value and orjson's writing of it:
 
 - bytes starting with `{`, shorter than any string, array or object limit could
-  bite (a member is at least four bytes, an element two), with fewer brackets
-  than `max_depth`: no empty, BOM, UTF-16, size, depth, string, array or
-  fields refusal is possible;
+  bite (a member is at least four bytes, an element two): no empty, BOM,
+  UTF-16, size, string, array or fields refusal is possible;
 - no backslash: no escapes, hence no lone surrogates, and every `"` delimits
   a string;
 - UTF-8 by Python's own decoder, without 4-byte sequences: no character
   outside the BMP, where JCS key order and sorted keys part ways;
 - orjson parses it: it refuses NaN, Infinity, overflowing numbers and bad
   syntax (and parses floats to the same doubles as `json`);
-- orjson writes back as many `"` as the record holds: a duplicate member
-  would have lost at least its name;
-- outside strings, the output has no exponent, no run of 16 digits (integers
-  near 2^53 and the floats orjson makes of integers beyond 2^64), no number
-  below 0.001 and no -0.0. Every number left is written the way JCS writes
-  it, except integral floats (`5.0`), which JCS writes without the `.0`.
+- the value nests no deeper than `max_depth`;
+- the value holds half as many strings, member names included, as the record
+  holds `"`: a duplicate member would have lost at least its name;
+- every number in the value is an integer below 10^15 or a float from 0.001 to
+  10^15 that is not integral: orjson writes those as JCS does (the shortest
+  digits that read back, no exponent). For any other record the output itself
+  is checked: outside strings, no exponent, no run of 16 digits (integers near
+  2^53 and the floats orjson makes of integers beyond 2^64), no number below
+  0.001 and no -0.0. Every number left is written the way JCS writes it, except
+  integral floats (`5.0`), which JCS writes without the `.0`.
+
+Looking at the value costs a tenth of splitting the output at every `"` to tell
+strings from the rest, which only records with other numbers still take.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ _NUMBER_HAZARD = re.compile(rb"\d[eE]|\d{16}|0\.000|-0\.0(?!\d)")
 _INTEGRAL_TAIL = re.compile(rb"\.0(?!\d)")
 _FOUR_BYTE_LEAD = re.compile(rb"[\xf0-\xff]")
 _SORTED = orjson.OPT_SORT_KEYS
+_PLAIN_INT = 10**15
 
 
 @lru_cache(maxsize=16)
@@ -58,8 +65,6 @@ def read(raw: Any, limits: Limits) -> tuple[Any, bytes] | None:
     """
     if type(raw) is not bytes or raw[:1] != b"{" or len(raw) > _max_bytes(limits) or b"\\" in raw:
         return None
-    if raw.count(b"{") + raw.count(b"[") > limits.max_depth:
-        return None
     if not raw.isascii():
         try:
             raw.decode("utf-8")
@@ -71,10 +76,13 @@ def read(raw: Any, limits: Limits) -> tuple[Any, bytes] | None:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return None
-    out = orjson.dumps(value, option=_SORTED)
-    parts = out.split(b'"')
-    if len(parts) != raw.count(b'"') + 1:
+    census = _census(value, limits.max_depth)
+    if census is None or 2 * census[0] != raw.count(b'"'):
         return None
+    out = orjson.dumps(value, option=_SORTED)
+    if census[1]:
+        return value, out
+    parts = out.split(b'"')
     shape = b"".join(parts[::2])  # everything outside strings: structure, numbers, literals
     if _NUMBER_HAZARD.search(shape):
         return None
@@ -82,3 +90,28 @@ def read(raw: Any, limits: Limits) -> tuple[Any, bytes] | None:
         parts[::2] = [_INTEGRAL_TAIL.sub(b"", p) for p in parts[::2]]
         out = b'"'.join(parts)
     return value, out
+
+
+def _census(value: Any, max_depth: int) -> tuple[int, bool] | None:
+    """The strings in a parsed value (member names included) and whether every number in it is one orjson
+    writes as JCS does; None when it nests deeper than `max_depth` (the value itself is level 1)."""
+    strings, plain = 0, True
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return None
+        if type(node) is dict:
+            strings += len(node)
+            node = node.values()
+        for v in node:
+            t = type(v)
+            if t is str:
+                strings += 1
+            elif t is dict or t is list:
+                stack.append((v, depth + 1))
+            elif t is float:
+                plain = plain and 0.001 <= abs(v) < 1e15 and not v.is_integer()
+            elif t is int:
+                plain = plain and -_PLAIN_INT < v < _PLAIN_INT
+    return strings, plain

@@ -25,11 +25,11 @@ from pydantic import BaseModel
 
 from pipeline.core import plain_record
 from pipeline.core.canonical import canonical_bytes
-from pipeline.core.ledger import accept, plain_accept, strict_accept
+from pipeline.core.ledger import LeafFacts, accept, accept_shipment, plain_accept, plain_leaf, strict_accept, utc_text
 from pipeline.core.simulator import Fleet
 from pipeline.core.strict_json import LIMITS, Limits, decode
 from pipeline.errors import InvalidEvent
-from pipeline.core.plain_event import plain_event
+from pipeline.core.plain_event import plain_event, plain_facts, utc_time
 from pipeline.schema import ShipmentEvent
 
 DIFF = settings(deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow,
@@ -65,6 +65,11 @@ def strict_verdict(raw: Any, limits: Limits = LIMITS) -> tuple[str, Any]:
     return "accepted", (model_state(event), leaf)
 
 
+def entry_facts(event: ShipmentEvent) -> LeafFacts:
+    """What a log records of a strict way's event."""
+    return LeafFacts(event.event_id, event.shipment_id, event.event_type.value, utc_text(event))
+
+
 def check(raw: Any, limits: Limits = LIMITS) -> str:
     """Hold the short way to the strict way on one record; returns which way `accept` took."""
     reference = strict_verdict(raw, limits)
@@ -74,6 +79,12 @@ def check(raw: Any, limits: Limits = LIMITS) -> str:
         read = plain_record.read(raw, limits)
         parsed = decode(raw, limits)
         assert read is not None and repr(read[0]) == repr(parsed.value)
+    short = plain_leaf(raw, limits)
+    assert (short is None) == (plain is None), raw[:300]  # both short ways take the very same records
+    if short is not None:
+        event, leaf = strict_accept(raw, limits)
+        assert short == (entry_facts(event), leaf), raw[:300]
+        assert accept_shipment(raw, limits) == [short]
     try:
         event, leaf = accept(raw, limits)
     except InvalidEvent as exc:
@@ -190,6 +201,29 @@ def test_plain_event_is_pydantic_or_nothing(event: dict[str, Any]) -> None:
         assert model_state(plain) == model_state(ShipmentEvent.model_validate(event))
 
 
+@given(event_objects())
+@settings(DIFF, max_examples=700)
+def test_plain_facts_are_pydantic_or_nothing(event: dict[str, Any]) -> None:
+    facts = plain_facts(event)
+    assert (facts is None) == (plain_event(event) is None)
+    if facts is not None:
+        assert LeafFacts(*facts) == entry_facts(ShipmentEvent.model_validate(event))
+
+
+@given(st.datetimes(datetime(2, 1, 1), datetime(9998, 12, 31)), st.integers(-1439, 1439), st.integers(0, 6),
+       st.booleans())
+@settings(DIFF, max_examples=600)
+def test_utc_time_is_isoformat_in_utc(moment: datetime, offset: int, digits: int, zulu: bool) -> None:
+    """Every offset and fraction length, minutes that cross a day, a month or a year in UTC."""
+    sign, hours, minutes = "-" if offset < 0 else "+", abs(offset) // 60, abs(offset) % 60
+    fraction = f"{moment.microsecond:06d}"[:digits]
+    text = moment.isoformat(timespec="seconds") + (f".{fraction}" if digits else "") + (
+        "Z" if zulu else f"{sign}{hours:02d}:{minutes:02d}")
+    parsed = datetime.fromisoformat(text)
+    assert utc_time(text) == parsed.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+    assert utc_time(text) == utc_time(text)  # from the cache, the same
+
+
 @pytest.mark.parametrize("value", [True, 1.0, 1, "1", None, 0, 2])
 def test_plain_event_on_schema_version(value: Any) -> None:
     event = make_event(schema_version=value)
@@ -215,12 +249,15 @@ def test_plain_event_on_schema_version(value: Any) -> None:
     {name: value} for name in ("event_id", "carrier") for value in ("", "x" * 128, "x" * 129, "x" * 256,
                                                                       "x" * 257, "\U0001f600" * 128, 7, None)
 ] + [
-    {"event_time": t} for t in ("2026-03-01T08:00:00+23:59", "2026-03-01T08:00:00-23:59", "2026-03-01T08:00:00+24:00",
+    {name: t} for name in ("event_time", "planned_delivery") for t in ("2026-03-01T08:00:00+23:59", "2026-03-01T08:00:00-23:59", "2026-03-01T08:00:00+24:00",
                                 "2026-03-01t08:00:00z", "2026-03-01 08:00:00Z", "2026-03-01T08:00:00.1234567Z",
                                 "2026-03-01T08:00:00.5Z", "2026-02-29T08:00:00Z", "2024-02-29T08:00:00Z",
                                 "0001-01-01T00:00:00Z", "0001-01-01T00:30:00+01:00", "9999-12-31T23:59:59Z",
                                 "9999-12-31T23:30:00-01:00", "2026-03-01T08:00:00-00:00", "2026-03-01T08:00:60Z",
-                                "２０２６-03-01T08:00:00Z", "2026-03-01T08:00Z")
+                                "２０２６-03-01T08:00:00Z", "2026-03-01T08:00Z",
+                                "2026-03-01T08:00:00.000Z", "2026-03-01T08:00:00.000001-00:30", "2026-03-01T08:00:0Z",
+                                "2026-03-01T08:00:00+0100", "2026-03-01T08:00:00+01:00Z", "2026-03-01T08:00:00.Z",
+                                "2026-03-01T24:00:00Z", "2026-12-31T23:59:59-00:01", "2026-03-01T08:00:00Z ")
 ] + [
     {"event_type": v} for v in ("Created", "created ", "exception", 1)
 ] + [
@@ -231,7 +268,9 @@ def test_plain_event_on_schema_version(value: Any) -> None:
 def test_field_edges(overrides: dict[str, Any]) -> None:
     event = make_event(**overrides)
     plain = plain_event(event)
+    assert (plain is None) == (plain_facts(event) is None)
     if plain is not None:
         assert model_state(plain) == model_state(ShipmentEvent.model_validate(event))
+        assert LeafFacts(*plain_facts(event)) == entry_facts(plain)  # type: ignore[misc]
     check(as_bytes(event))
     check(json.dumps(event).encode())
