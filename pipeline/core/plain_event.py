@@ -12,8 +12,9 @@ valid and hostile objects.
 Why: on the worker's hot path pydantic's validation was the largest stage; the
 checks a well-formed event needs are a handful of type and length tests, and
 the worker never needs the model, only the facts. Times are checked and turned
-to UTC a minute at a time: the date, hour, minute and offset are parsed once
-per minute and offset (a small bounded cache), the seconds are a dictionary's.
+to UTC an hour at a time: the date, hour and offset are parsed once per hour
+and offset (a small bounded cache; per minute for offsets such as +05:30), the
+minutes and seconds are a dictionary's.
 """
 
 from __future__ import annotations
@@ -29,12 +30,13 @@ from pipeline.schema import EventType, Item, Location, Mode, ShipmentEvent
 # The times taken here are `YYYY-MM-DDThh:mm:ss[.ffffff](Z|±hh:mm)`, what the schema's RFC 3339
 # check and pydantic's parser both accept, narrowed to the form `datetime.fromisoformat` parses
 # to the same instant, fraction and offset; years 1 and 9999 are left to pydantic (the UTC range).
+_HOUR = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}")
 _MINUTE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}")
 _ZONE = re.compile(r"Z|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9]")
 _FRACTION = re.compile(r":[0-5][0-9]\.([0-9]{1,6})")
-_SECONDS = {f":{s:02d}": f":{s:02d}" for s in range(60)}
+_SECONDS = _MINUTES = {f":{s:02d}": f":{s:02d}" for s in range(60)}
 _KEPT = 4096
-_minutes: dict[str, str] = {}  # minute + offset -> the minute in UTC ("" for a refused one)
+_hours: dict[str, str] = {}  # hour (or minute) + offset -> the same in UTC ("" for a refused one)
 _times: dict[str, datetime] = {}
 _zones: dict[str, TzInfo] = {"Z": TzInfo(0)}
 
@@ -49,19 +51,20 @@ _new = object.__new__
 _set = object.__setattr__
 
 
-def _utc_minute(minute: str, zone: str) -> str:
-    """`YYYY-MM-DDThh:mm` at offset `zone` as the same minute in UTC; "" when it is no valid time."""
+def _utc_hour(hour: str, zone: str) -> str:
+    """`YYYY-MM-DDThh` (with `:mm` when the offset has minutes) at offset `zone` in UTC; "" when no valid time."""
     utc = ""
-    if _MINUTE.fullmatch(minute) and _ZONE.fullmatch(zone) and minute[:4] not in ("0001", "9999"):
+    minutes = len(hour) == 16
+    if (_MINUTE if minutes else _HOUR).fullmatch(hour) and _ZONE.fullmatch(zone) and hour[:4] not in ("0001", "9999"):
         try:  # February 30th and the like: pydantic says why
-            local = datetime.fromisoformat(f"{minute}:00{zone}")
+            local = datetime.fromisoformat(f"{hour}:00{zone}" if minutes else f"{hour}:00:00{zone}")
         except ValueError:
             pass
         else:
-            utc = local.astimezone(timezone.utc).isoformat()[:16]
-    if len(_minutes) >= _KEPT:
-        _minutes.clear()
-    _minutes[minute + zone] = utc
+            utc = local.astimezone(timezone.utc).isoformat()[:len(hour)]
+    if len(_hours) >= _KEPT:
+        _hours.clear()
+    _hours[hour + zone] = utc
     return utc
 
 
@@ -82,11 +85,18 @@ def utc_time(value: Any) -> str | None:
             return None
         digits = fraction[1].ljust(6, "0")  # microseconds; isoformat writes none when they are 0
         seconds = rest[:3] if digits == "000000" else f"{rest[:3]}.{digits}"
-    minute, zone = value[:16], value[cut:]
-    utc = _minutes.get(minute + zone)
+    zone = value[cut:]
+    if zone == "Z" or zone.endswith(":00"):  # a whole-hour offset leaves the minute as it is
+        minute = _MINUTES.get(value[13:16])
+        if minute is None:
+            return None
+        hour = value[:13]
+    else:
+        minute, hour = "", value[:16]
+    utc = _hours.get(hour + zone)
     if utc is None:
-        utc = _utc_minute(minute, zone)
-    return f"{utc}{seconds}Z" if utc else None
+        utc = _utc_hour(hour, zone)
+    return f"{utc}{minute}{seconds}Z" if utc else None
 
 
 def _coordinate(value: Any, bound: float) -> bool:
