@@ -53,19 +53,20 @@ def decode_block(value: bytes) -> BlockMessage:
 
 
 def entry_record(log_id: str, e: Entry) -> dict[str, Any]:
+    event_id, shipment_id, event_type, event_time, leaf_index, leaf_hash, offset, payload, extra = e
     record = {
-        "event_id": e.event_id,
-        "shipment_id": e.shipment_id,
-        "event_type": e.event_type,
-        "event_time": e.event_time,
+        "event_id": event_id,
+        "shipment_id": shipment_id,
+        "event_type": event_type,
+        "event_time": event_time,
         "log_id": log_id,
-        "leaf_index": e.leaf_index,
-        "leaf_hash": e.leaf_hash.hex(),
-        "kafka_offset": e.offset,
-        "payload": e.payload.decode("utf-8"),
+        "leaf_index": leaf_index,
+        "leaf_hash": leaf_hash.hex(),
+        "kafka_offset": offset,
+        "payload": payload.decode("utf-8"),
     }
-    if e.extra:
-        record.update(e.extra)
+    if extra:
+        record.update(extra)
     return record
 
 
