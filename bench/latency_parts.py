@@ -25,6 +25,7 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,15 +131,12 @@ def report(parts: dict[str, list[float]]) -> list[str]:
     return lines
 
 
-async def block_times(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
-    """(log_id, height) → Kafka timestamp (ms) of every record of `ledger.blocks`."""
+async def _read_topic(bootstrap: str, topic: str, each: Callable[[Any], None]) -> None:
+    """Call `each` on every record of `topic`, from the beginning until three empty polls."""
     from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    from pipeline.core import wire
 
     c = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
     await c.start()
-    out: dict[tuple[str, int], int] = {}
     try:
         tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
         c.assign(tps)
@@ -149,32 +147,31 @@ async def block_times(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
             idle = 0 if batch else idle + 1
             for msgs in batch.values():
                 for m in msgs:
-                    header: Any = wire.decode_block(m.value).header
-                    out.setdefault((header.log_id, header.height), m.timestamp)
-        return out
+                    each(m)
     finally:
         await c.stop()
+
+
+async def block_times(bootstrap: str, topic: str) -> dict[tuple[str, int], int]:
+    """(log_id, height) → Kafka timestamp (ms) of every record of `ledger.blocks`."""
+    from pipeline.core import wire
+
+    out: dict[tuple[str, int], int] = {}
+
+    def each(m: Any) -> None:
+        header: Any = wire.decode_block(m.value).header
+        out.setdefault((header.log_id, header.height), m.timestamp)
+
+    await _read_topic(bootstrap, topic, each)
+    return out
 
 
 async def produce_times(settings: Any) -> dict[str, tuple[int, int, int]]:
     """event_id → (Kafka timestamp ms, partition, offset) of every record of the events topic."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    topic = settings.topics.name(settings.topics.events)
-    c = AIOKafkaConsumer(bootstrap_servers=settings.kafka, group_id=None, enable_auto_commit=False)
-    await c.start()
     out: dict[str, tuple[int, int, int]] = {}
-    try:
-        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic) or [])]
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        idle = 0
-        while idle < 3:
-            batch = await c.getmany(timeout_ms=500, max_records=20000)
-            idle = 0 if batch else idle + 1
-            for msgs in batch.values():
-                for m in msgs:
-                    out[orjson.loads(m.value)["event_id"]] = (m.timestamp, m.partition, m.offset)
-        return out
-    finally:
-        await c.stop()
+
+    def each(m: Any) -> None:
+        out[orjson.loads(m.value)["event_id"]] = (m.timestamp, m.partition, m.offset)
+
+    await _read_topic(settings.kafka, settings.topics.name(settings.topics.events), each)
+    return out

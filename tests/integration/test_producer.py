@@ -126,12 +126,7 @@ def test_simulated_records_arrive_keyed_by_shipment(tansu: str) -> None:
     assert sorted((r.key or b"", r.value) for r in got) == sorted((k or b"", v) for k, v in expected)
     assert sum(r.key is None for r in got) == sum(k is None for k, _ in expected)
 
-    partitions: dict[bytes, set[int]] = defaultdict(set)
-    order: dict[bytes, list[bytes]] = defaultdict(list)
-    for r in sorted(got, key=lambda r: (r.partition, r.offset)):
-        if r.key is not None:
-            partitions[r.key].add(r.partition)
-            order[r.key].append(r.value)
+    partitions, order = _by_key(got)
     assert len({p for ps in partitions.values() for p in ps}) > 1
     assert all(len(ps) == 1 for ps in partitions.values())
     from aiokafka.partitioner import DefaultPartitioner  # another client's hash: any Kafka client picks the same
@@ -293,7 +288,8 @@ def test_a_broker_that_does_not_come_back_fails_the_run_loudly(tmp_path: Path) -
     broker = _own_broker(tmp_path, "broker")
     try:
         proc = _produce_cli(broker, tmp_path, "--rate", "2000", delivery_timeout=3)
-        time.sleep(3.0)
+        assert read_back(broker.settings, 1), "no record reached the broker"  # the CLI's start can take seconds
+        time.sleep(1.0)
         assert proc.poll() is None, proc.communicate()[1]
         assert broker.process is not None
         os.kill(broker.process.pid, signal.SIGKILL)
@@ -318,7 +314,8 @@ def test_an_in_memory_broker_restarted_mid_run_is_reported(tmp_path: Path) -> No
     second = None
     try:
         proc = _produce_cli(first, tmp_path, "--rate", "2000", "--count", "12000", delivery_timeout=10)
-        time.sleep(2.5)
+        assert read_back(first.settings, 1), "no record reached the first broker"  # the CLI's start can take seconds
+        time.sleep(1.0)
         assert first.process is not None
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait(10)
