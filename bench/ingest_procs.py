@@ -70,7 +70,6 @@ class Pipeline:
         self.rss: list[float] = []
         self.cpu0: dict[str, float] = {}
         self.whole: dict[str, float] = {}
-        self.cpu_end: dict[str, float] = {}
 
     def start_worker(self, i: int) -> Any:
         # Dynamic membership, the default: on the embedded broker a static member waits a fixed 6 s to rejoin.
@@ -116,7 +115,6 @@ class Pipeline:
                 cpu = self.cpu()
                 per_event = {k: (cpu[k] - cpu_at_first.get(k, 0.0)) / max(count - first_rows, 1)
                              for k in cpu}
-                self.cpu_end = cpu
                 # start-up included (not the broker's: it served the pre-load and earlier runs too)
                 self.whole = {k: v / max(count, 1) for k, v in cpu.items() if k != "broker"}
                 # All rows in the first look (a tiny run): no rate to measure.
@@ -135,20 +133,3 @@ def prefixed(base: Settings, prefix: str) -> Settings:
     s = base.with_overrides(topics={**base.topics.model_dump(), "prefix": prefix}, store__port=free_port())
     create_topics(s)
     return s
-
-
-def startup_cpu(base: Settings, workdir: Path) -> dict[str, float]:
-    """CPU seconds a worker and a store spend starting on empty topics until both idle."""
-    p = Pipeline(prefixed(base, "idle."), workdir / "idle", 1)
-    p.start()
-    try:
-        last, quiet, deadline = p.cpu(), 0, time.perf_counter() + 120
-        # Three seconds in a row under 5 % of a core each (idle polling costs 1-3 %): both wait for events.
-        while quiet < 3 and time.perf_counter() < deadline:
-            time.sleep(1)
-            now = p.cpu()
-            quiet = quiet + 1 if all(now[k] - last.get(k, 0.0) < 0.05 for k in now) else 0
-            last = now
-        return {"worker": last["worker-0"], "store": last["store"]}
-    finally:
-        p.stop()
