@@ -12,7 +12,7 @@ import hmac
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 from pipeline.core import plain_record
 from pipeline.core.blocks import BlockHeader, seal_block
@@ -55,6 +55,7 @@ class LeafFacts(NamedTuple):
 # A topic's accept function: raw record bytes to the leaves they become, in order
 # (one for a shipment event, one per event for an EPCIS document); raises InvalidEvent.
 AcceptRecord = Callable[[bytes], Sequence[tuple["ShipmentEvent | LeafFacts", bytes]]]
+_Leaf = TypeVar("_Leaf")  # what a short way returns for a record it vouches for
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +86,14 @@ def accept(raw: bytes | None, limits: Limits = LIMITS) -> tuple[ShipmentEvent, b
     bytes `strict_accept` gives; everything else, every refusal included, is
     `strict_accept`'s.
     """
+    return _short_or_strict(plain_accept, raw, limits)
+
+
+def _short_or_strict(short: Callable[[bytes | None, Limits], _Leaf | None], raw: bytes | None,
+                     limits: Limits) -> _Leaf | tuple[ShipmentEvent, bytes]:
+    """`short`'s answer when it vouches for the record, else `strict_accept`'s verdict."""
     try:
-        plain = plain_accept(raw, limits)
+        plain = short(raw, limits)
     except Exception:  # noqa: BLE001 - the strict way gives the verdict, whatever went wrong here
         plain = None
     return plain if plain is not None else strict_accept(raw, limits)
@@ -162,11 +169,7 @@ def strict_accept(raw: bytes | None, limits: Limits = LIMITS) -> tuple[ShipmentE
 
 def accept_shipment(raw: bytes, limits: Limits = LIMITS) -> list[tuple[ShipmentEvent | LeafFacts, bytes]]:
     """`accept` as a topic's AcceptRecord: one record, one leaf (the short way's as facts, see `plain_leaf`)."""
-    try:
-        plain = plain_leaf(raw, limits)
-    except Exception:  # noqa: BLE001 - the strict way gives the verdict, whatever went wrong here
-        plain = None
-    return [plain if plain is not None else strict_accept(raw, limits)]
+    return [_short_or_strict(plain_leaf, raw, limits)]
 
 
 @dataclass
